@@ -1,0 +1,32 @@
+"""Test set-up: Triton kernels run in the interpreter, and each op test runs every backend."""
+
+import os
+
+# Must be set before any module defining Triton kernels is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from llm2vec_gen import _dispatch  # noqa: E402
+
+
+def available_backends() -> list[str]:
+    backends = ["torch"]
+    if _dispatch.extension() is not None or os.environ.get("LLM2VEC_GEN_REQUIRE_EXT") == "1":
+        backends.append("cpp")
+    if _dispatch.triton_available():
+        backends.append("triton")
+    return backends
+
+
+@pytest.fixture(params=available_backends())
+def backend(request, monkeypatch) -> str:
+    """Forces one backend for the test through LLM2VEC_GEN_BACKEND."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, request.param)
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
