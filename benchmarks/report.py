@@ -44,7 +44,8 @@ def tables(data: dict) -> tuple[str, dict[str, list[tuple[str, float]]]]:
             series[group].append((provider, stats["median"] * 1e3))
         lines.append("")
     machine = data.get("machine_info", {})
-    header = f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('system', '?')}, python {machine.get('python_version', '?')}\n"
+    cpu = machine.get("cpu", {}).get("brand_raw", "?")
+    header = f"Machine: {cpu}, {machine.get('system', '?')}, python {machine.get('python_version', '?')}\n"
     return header + "\n" + "\n".join(lines), series
 
 
