@@ -1,7 +1,13 @@
+import os
+
 import pytest
 import torch
+from conftest import available_backends
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tolerances import assert_close, assert_within_lowp_error
 
+from llm2vec_gen._dispatch import ENV_VAR
 from llm2vec_gen.ops import distill_loss, distill_loss_reference
 
 
@@ -137,3 +143,35 @@ def test_bad_kind_and_weight():
         distill_loss(torch.randn(2, 3), torch.randn(2, 3), kind="l1")
     with pytest.raises(ValueError, match=r"weight must have shape \(2,\)"):
         distill_loss(torch.randn(2, 3), torch.randn(2, 3), weight=torch.ones(3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 9),
+    k=st.one_of(st.none(), st.integers(1, 5)),
+    dim=st.integers(1, 70),
+    kind=st.sampled_from(["cosine", "mse"]),
+    log_scale=st.floats(-20, 12),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+)
+def test_property_matches_reference(batch, k, dim, kind, log_scale, dtype):
+    """Random shapes and magnitudes (norms from 1e-9 to 1e5), every available backend."""
+    scale = 10.0**log_scale if kind == "cosine" else 10.0 ** min(log_scale, 3)
+    shape = (batch, dim) if k is None else (batch, k, dim)
+    student = (torch.randn(shape) * scale).to(dtype)
+    teacher = torch.randn(batch, dim)
+    ref_student = student.double().requires_grad_()
+    ref = distill_loss_reference(ref_student, teacher.double(), kind)
+    ref.backward()
+    for name in available_backends():
+        os.environ[ENV_VAR] = name
+        try:
+            s = student.clone().requires_grad_()
+            loss = distill_loss(s, teacher, kind)
+            loss.backward()
+        finally:
+            del os.environ[ENV_VAR]
+        tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=0.02, atol=1e-3)
+        torch.testing.assert_close(loss.double(), ref, **tol)
+        grad_tol = dict(tol, atol=tol["atol"] * max(1.0, ref_student.grad.abs().max().item()))
+        torch.testing.assert_close(s.grad.double(), ref_student.grad, **grad_tol)
