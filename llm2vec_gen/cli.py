@@ -43,6 +43,260 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------- encode / decode / eval / bench (llm2vec_gen.integrations)
+
+
+class _UsageError(ValueError):
+    """A bad command-line argument found after parsing: reported in one line, exit status 2."""
+
+
+def _usage_errors(cmd):
+    """Turns a _UsageError raised by ``cmd`` into one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except _UsageError as exc:
+            print(f"llm2vec-gen {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+    run.__doc__ = cmd.__doc__
+    return run
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _check_checkpoint(path: str) -> None:
+    """A local checkpoint must be complete; a name that is not a local path must look like a hub id."""
+    import os
+    import re
+
+    from llm2vec_gen.checkpoint import check_files
+
+    if os.path.exists(path):
+        try:
+            check_files(path)
+        except FileNotFoundError as exc:
+            raise _UsageError(str(exc)) from exc
+    elif not re.fullmatch(r"[\w.-]+/[\w.-]+", path):
+        raise _UsageError(f"checkpoint {path!r}: no such directory")
+
+
+def _load_model(args: argparse.Namespace, device: str | None = None):
+    from llm2vec_gen.model import LLM2VecGenModel
+
+    return LLM2VecGenModel.from_pretrained(args.checkpoint, device=device or args.device, dtype=args.dtype)
+
+
+def _read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    from llm2vec_gen.integrations.files import read_texts
+
+    try:
+        return read_texts(args.input, text_field=args.text_field, id_field=args.id_field)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _instruction(args: argparse.Namespace) -> str | None:
+    from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION, STS_INSTRUCTION
+
+    presets = {"query": QUERY_INSTRUCTION, "document": PASSAGE_INSTRUCTION, "sts": STS_INSTRUCTION}
+    return args.instruction if args.instruction is not None else presets.get(args.task)
+
+
+@_usage_errors
+def _cmd_encode(args: argparse.Namespace) -> int:
+    """Texts file in -> embeddings file out (ids kept); under torchrun each rank encodes one shard."""
+    from pathlib import Path
+
+    from llm2vec_gen.integrations import distributed
+    from llm2vec_gen.integrations.files import OUTPUT_SUFFIXES, write_embeddings
+
+    if Path(args.output).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise _UsageError(f"output {args.output}: use one of {', '.join(OUTPUT_SUFFIXES)}")
+    _check_checkpoint(args.checkpoint)
+    ids, texts = _read_inputs(args)
+    kwargs = dict(batch_size=args.batch_size, max_length=args.max_length, instruction=_instruction(args))
+    kwargs.update(normalize=args.normalize, show_progress_bar=args.progress)
+    start = time.perf_counter()
+    if distributed.is_launched():
+        if args.save_recon:
+            raise _UsageError("--save-recon is not supported under torchrun")
+        import torch.distributed as dist
+
+        info = distributed.setup()
+        model = _load_model(args, device=str(info.device))
+        shard_dir = args.shard_dir or f"{args.output}.shards"
+        distributed.encode_distributed(model, texts, shard_dir, ids=ids, output=args.output, **kwargs)
+        dist.destroy_process_group()
+        if info.rank != 0:
+            return 0
+        where = f"{info.world_size} ranks"
+    else:
+        model = _load_model(args)
+        if args.save_recon:
+            import numpy as np
+
+            emb, recon = model.encode(texts, return_recon_states=True, **kwargs)
+            np.save(args.save_recon, recon)
+        else:
+            emb = model.encode(texts, **kwargs)
+        write_embeddings(args.output, ids, emb)
+        where = str(model.device)
+    elapsed = time.perf_counter() - start
+    print(f"encoded {len(texts)} texts on {where} in {elapsed:.2f}s (load + encode) -> {args.output}")
+    return 0
+
+
+@_usage_errors
+def _cmd_decode(args: argparse.Namespace) -> int:
+    """Texts (or saved recon states, .npy [N, K, H]) in -> greedy decodes as JSON lines out."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    _check_checkpoint(args.checkpoint)
+    if Path(args.input).suffix.lower() == ".npy":
+        if not Path(args.input).is_file():
+            raise _UsageError(f"{args.input}: no such file")
+        source = np.load(args.input)
+        if source.ndim != 3:
+            raise _UsageError(f"{args.input}: recon states must be [N, K, H], got shape {source.shape}")
+        ids = [str(i) for i in range(source.shape[0])]
+    else:
+        ids, source = _read_inputs(args)
+    model = _load_model(args)
+    decoded = model.decode(
+        source,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        instruction=_instruction(args),
+    )
+    rows = zip(ids, decoded, strict=True)
+    lines = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in rows)
+    if args.output:
+        Path(args.output).write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+@_usage_errors
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Local retrieval (nDCG@k, recall@k, MRR@k) and STS on the bundled set or a BEIR directory."""
+    import json
+
+    from llm2vec_gen import evaluate
+
+    _check_checkpoint(args.checkpoint)
+    data = None
+    if args.data:
+        try:
+            data = evaluate.load_beir(args.data, split=args.split)
+        except (FileNotFoundError, ValueError, KeyError, IndexError) as exc:
+            raise _UsageError(str(exc)) from exc
+    model = _load_model(args)
+    kwargs = dict(batch_size=args.batch_size, max_length=args.max_length)
+    results = {"retrieval": evaluate.evaluate_retrieval(model, data, k=args.k, **kwargs)}
+    if not args.data:
+        results["sts"] = evaluate.evaluate_sts(model, **kwargs)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+@_usage_errors
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Throughput of encode (and decode) on this machine: texts/s and tokens/s, median of repeats."""
+    import json
+    import statistics
+
+    _check_checkpoint(args.checkpoint)
+    if args.input:
+        _, texts = _read_inputs(args)
+    else:
+        from llm2vec_gen.integrations.sample_data import SAMPLE_CORPUS, SAMPLE_QUERIES
+
+        pool = list(SAMPLE_QUERIES.values()) + list(SAMPLE_CORPUS.values())
+        texts = [pool[i % len(pool)] for i in range(args.num_texts)]
+    model = _load_model(args)
+    kwargs = dict(batch_size=args.batch_size, max_length=args.max_length, instruction=_instruction(args))
+    tokens = sum(len(r) for r in model.tokenize(texts, args.max_length, kwargs["instruction"]))
+    model.encode(texts[: args.batch_size], **kwargs)  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        model.encode(texts, **kwargs)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    result = {"device": str(model.device), "dtype": str(model.llm.dtype), "num_texts": len(texts)}
+    result.update(tokens=tokens, encode_median_s=median, texts_per_s=len(texts) / median)
+    result["tokens_per_s"] = tokens / median
+    if args.decode_tokens:
+        start = time.perf_counter()
+        model.decode(texts[: args.batch_size], max_new_tokens=args.decode_tokens, batch_size=args.batch_size)
+        result["decode_s"] = time.perf_counter() - start
+        result["decode_texts"] = min(len(texts), args.batch_size)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser, texts: bool = True) -> None:
+    p.add_argument("checkpoint", help="LLM2Vec-Gen checkpoint directory (or hub id)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per forward pass (default 32)")
+    p.add_argument("--max-length", type=_positive_int, default=512, help="max tokens per text (default 512)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="model dtype (default: bf16 on CUDA, fp32 on CPU)")  # fmt: skip
+    if texts:
+        p.add_argument("--text-field", default="text", help="text field of .jsonl/.csv/.parquet input")
+        p.add_argument("--id-field", default="id", help="id field (absent: line numbers)")
+        p.add_argument("--instruction", default=None, help="prepended to every text")
+        p.add_argument("--task", choices=["query", "document", "sts"], default=None,
+                       help="use the paper's instruction for queries, documents or STS")  # fmt: skip
+
+
+def _add_integration_commands(sub: argparse._SubParsersAction) -> None:
+    inputs = "input texts: .txt (a line each), .jsonl, .csv, .tsv or .parquet"
+    encode = sub.add_parser("encode", help="embed a file of texts", description=_cmd_encode.__doc__)
+    _add_model_args(encode)
+    encode.add_argument("input", help=inputs)
+    encode.add_argument("output", help="embeddings + ids: .npy (+ .ids.json), .npz, .safetensors, .parquet")
+    encode.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    encode.add_argument("--save-recon", metavar="NPY", help="also save the recon states [N, K, H] (.npy)")
+    encode.add_argument("--shard-dir", help="torchrun: shared directory for shards (default OUTPUT.shards)")
+    encode.add_argument("--progress", action="store_true", help="show a progress bar")
+    encode.set_defaults(func=_cmd_encode)
+
+    decode = sub.add_parser("decode", help="texts or recon states to text", description=_cmd_decode.__doc__)
+    _add_model_args(decode)
+    decode.add_argument("input", help=f"{inputs}; or recon states saved by encode --save-recon (.npy)")
+    decode.add_argument("--output", help="JSON lines {id, text} (default: stdout)")
+    decode.add_argument("--max-new-tokens", type=_positive_int, default=64, help="default 64")
+    decode.set_defaults(func=_cmd_decode)
+
+    evaluate = sub.add_parser("eval", help="local retrieval / STS evaluation", description=_cmd_eval.__doc__)
+    _add_model_args(evaluate, texts=False)
+    evaluate.add_argument("--data", help="BEIR-layout directory (default: the bundled sample set)")
+    evaluate.add_argument("--split", default="test", help="qrels split of --data (default test)")
+    evaluate.add_argument("--k", type=_positive_int, default=10, help="cut-off of the metrics (default 10)")
+    evaluate.set_defaults(func=_cmd_eval)
+
+    bench = sub.add_parser("bench", help="measure encode throughput", description=_cmd_bench.__doc__)
+    _add_model_args(bench)
+    bench.add_argument("--input", help=f"{inputs} (default: sample texts)")
+    bench.add_argument("--num-texts", type=_positive_int, default=256, help="sample texts (default 256)")
+    bench.add_argument("--repeats", type=_positive_int, default=3, help="timed passes (default 3)")
+    bench.add_argument("--decode-tokens", type=int, default=0, help="also time decoding this many tokens")
+    bench.set_defaults(func=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm2vec-gen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--kind", choices=["cosine", "mse"], default="cosine")
     demo.add_argument("--seed", type=int, default=42)
     demo.set_defaults(func=_cmd_demo)
+    _add_integration_commands(sub)
     return parser
 
 

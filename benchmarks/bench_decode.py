@@ -1,0 +1,59 @@
+"""Decoding 64 tokens from recon states: KV-cached batched greedy against the reference's loop.
+
+The reference (McGill-NLP llm2vec-gen 0.1.3 ``generate``) re-runs the whole sequence for every new
+token and computes logits at every position. Both sides decode exactly 64 tokens (no EOS: the same
+work) from [B, 10, 256] soft prompts on a tiny Qwen3 (hidden 256, 4 layers, vocab 151,679), fp32.
+
+    pytest benchmarks/bench_decode.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm2vec_gen.decode import greedy_decode
+from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, tiny_qwen3
+
+NEW_TOKENS, K, HIDDEN = 64, 10, 256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: the 2 shared cores are oversubscribed by other jobs, and OpenMP
+    barriers then cost more than the work (a decode step: 22 ms on 1 thread, 400 ms on 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return tiny_qwen3(QWEN_VOCAB_SIZE + K, hidden_size=HIDDEN, num_layers=4, num_heads=4, num_kv_heads=2)
+
+
+@torch.inference_mode()
+def reference_loop(llm, prompts: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
+    """The reference's greedy loop: full forward over the growing sequence for each token."""
+    embeds, tokens = prompts, []
+    for _ in range(max_new_tokens):
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        next_ids = llm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1, :].argmax(-1)
+        tokens.append(next_ids)
+        embeds = torch.cat([embeds, llm.get_input_embeddings()(next_ids[:, None])], dim=1)
+    return torch.stack(tokens, 1).tolist()
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("provider", ["reference-loop", "kv-cache"])
+def bench_decode(benchmark, llm, provider, batch):
+    prompts = torch.randn(batch, K, HIDDEN, generator=torch.Generator().manual_seed(0))
+    if provider == "reference-loop":
+        fn = lambda: reference_loop(llm, prompts, NEW_TOKENS)
+    else:
+        fn = lambda: greedy_decode(llm, prompts, NEW_TOKENS, [])
+    assert greedy_decode(llm, prompts, 8, []) == reference_loop(llm, prompts, 8)
+    benchmark.group = f"decode {NEW_TOKENS} tokens, B={batch}, tiny Qwen3 H=256 L=4, fp32"
+    benchmark.extra_info.update(provider=provider, baseline=provider == "reference-loop")
+    benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)

@@ -1,0 +1,333 @@
+"""Read and write the released LLM2Vec-Gen checkpoint format (McGill-NLP llm2vec-gen 0.1.3).
+
+A checkpoint directory holds (see DESIGN.md section 3)::
+
+    tokenizer files             the K special tokens as additional special tokens, left padding
+    run_config.yml              plain ``key: value`` lines; model_name_or_path, torch_dtype, special_tokens
+    encoder_decoder_config.json {"encoding_mode": "last_10_tokens", "save_decoder": false}
+    encoder/adapter_config.json PEFT TrainableTokens config (token_indices = the K ids)
+    encoder/adapter_model.safetensors
+        base_model.model.embed_tokens.trainable_tokens_delta  [K, H] fp32 (REPLACES the base rows)
+        base_model.model.embed_tokens.base_layer.weight       [len(tokenizer), H] the resized table
+    encoder/config.json         the base LLM's config with vocab_size = len(tokenizer)
+    reconstruction_mlp          torch.save({"state_dict": {"projection.weight", "projection.bias"},
+    alignment_mlp                           "config": {input_dim, output_dim, dtype, size, pooling_mode}})
+
+Reading never loads the [len(tokenizer), H] table of the adapter (only the K rows). Every file is
+written atomically: to a temporary file in the same directory, fsync'ed, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+RUN_CONFIG = "run_config.yml"
+ENCODER_DECODER_CONFIG = "encoder_decoder_config.json"
+ENCODER_DIR = "encoder"
+ADAPTER_CONFIG = f"{ENCODER_DIR}/adapter_config.json"
+ADAPTER_WEIGHTS = f"{ENCODER_DIR}/adapter_model.safetensors"
+ENCODER_CONFIG = f"{ENCODER_DIR}/config.json"
+RECON_HEAD = "reconstruction_mlp"
+ALIGN_HEAD = "alignment_mlp"
+TOKENIZER_FILES = ("tokenizer_config.json",)
+REQUIRED_FILES = (RUN_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECON_HEAD, ALIGN_HEAD, *TOKENIZER_FILES)
+
+DELTA_KEY = "base_model.model.embed_tokens.trainable_tokens_delta"
+BASE_TABLE_KEY = "base_model.model.embed_tokens.base_layer.weight"
+DEFAULT_ENCODING_MODE = "last_10_tokens"
+
+
+def check_files(path: str | os.PathLike) -> None:
+    """Raise FileNotFoundError naming every file of the format missing under ``path``."""
+    missing = [name for name in REQUIRED_FILES if not (Path(path) / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a complete LLM2Vec-Gen checkpoint: missing {', '.join(missing)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------- atomic I/O
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, fsync the result and rename it to ``path`` (same directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _write_text(path: str | os.PathLike, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ run config
+
+
+class _TolerantLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``!!python/...`` tags (written by the reference's arguments) as plain data."""
+
+
+def _plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+_TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/", _plain)
+
+
+def read_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse run_config.yml. The reference appends ``f"{key}: {value}"`` lines; values that are not
+    valid YAML (a repr such as ``<Enum.X: 'x'>``) are kept as raw strings, line by line."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        config = yaml.load(text, Loader=_TolerantLoader)
+    except yaml.YAMLError:
+        config = {}
+        for line in text.splitlines():
+            match = re.match(r"^([^\s:#][^:]*):\s?(.*)$", line)
+            if not match:
+                continue
+            key, raw = match.group(1).strip(), match.group(2)
+            try:
+                config[key] = yaml.load(raw, Loader=_TolerantLoader) if raw.strip() else None
+            except yaml.YAMLError:
+                config[key] = raw
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected `key: value` lines, got {type(config).__name__}")
+    return config
+
+
+def _yaml_value(value: Any) -> str:
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True)
+    return dumped.strip().removesuffix("...").strip()
+
+
+def write_run_config(path: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write ``key: value`` lines (flow-style YAML values), readable by the reference and yaml."""
+    _write_text(path, "".join(f"{key}: {_yaml_value(value)}\n" for key, value in config.items()))
+
+
+def dtype_from_string(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bfloat16"`` / ``"torch.bfloat16"`` / a dtype -> torch.dtype (None and "auto" -> None)."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    name = str(name).removeprefix("torch.")
+    if name == "auto":
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r}")
+    return dtype
+
+
+def read_encoder_decoder_config(path: str | os.PathLike) -> dict[str, Any]:
+    """encoder_decoder_config.json, with the reference's defaults when the file is absent."""
+    config = {"encoding_mode": DEFAULT_ENCODING_MODE, "save_decoder": False}
+    file = Path(path) / ENCODER_DECODER_CONFIG
+    if file.is_file():
+        config.update(json.loads(file.read_text(encoding="utf-8")))
+    return config
+
+
+def encoding_tokens(encoding_mode: str, num_special_tokens: int) -> int:
+    """N of ``last_N_tokens`` (the only mode of the released models); N <= K."""
+    match = re.fullmatch(r"last_(\d+)_tokens", encoding_mode)
+    if not match:
+        raise ValueError(f"unsupported encoding_mode {encoding_mode!r}: only 'last_<N>_tokens' exists")
+    n = int(match.group(1))
+    if not 1 <= n <= num_special_tokens:
+        raise ValueError(f"encoding_mode {encoding_mode!r} needs 1 <= N <= K = {num_special_tokens}")
+    return n
+
+
+# ----------------------------------------------------------------------------------------- adapter
+
+
+def read_token_indices(path: str | os.PathLike) -> list[int]:
+    """token_indices (the K special ids) of ``path``/encoder/adapter_config.json."""
+    config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    if config.get("peft_type") != "TRAINABLE_TOKENS":
+        raise ValueError(
+            f"{ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r} is not supported "
+            "(LLM2Vec-Gen encoders are TRAINABLE_TOKENS adapters)"
+        )
+    indices = config.get("token_indices")
+    if not isinstance(indices, list) or not indices:
+        raise ValueError(f"{ADAPTER_CONFIG}: token_indices must be a non-empty list, got {indices!r}")
+    return [int(i) for i in indices]
+
+
+def read_delta(path: str | os.PathLike, k: int) -> torch.Tensor:
+    """trainable_tokens_delta [K, H] fp32 of ``path``/encoder; the [V', H] table is never read."""
+    with safe_open(Path(path) / ADAPTER_WEIGHTS, framework="pt") as f:
+        keys = [key for key in f.keys() if key.endswith("trainable_tokens_delta")]  # noqa: SIM118
+        if len(keys) != 1:
+            raise ValueError(f"{ADAPTER_WEIGHTS}: expected one trainable_tokens_delta tensor, found {keys}")
+        delta = f.get_tensor(keys[0]).float()
+    if delta.dim() != 2 or delta.shape[0] != k:
+        raise ValueError(
+            f"{ADAPTER_WEIGHTS}: trainable_tokens_delta has shape {tuple(delta.shape)}, expected "
+            f"[{k}, H] for the {k} token_indices"
+        )
+    return delta
+
+
+def write_adapter(
+    path: str | os.PathLike,
+    token_indices: list[int],
+    delta: torch.Tensor,
+    base_table: torch.Tensor,
+    encoder_config: dict[str, Any],
+    base_model_name_or_path: str | None,
+) -> None:
+    """Write encoder/{adapter_config.json, adapter_model.safetensors, config.json} as PEFT does.
+
+    delta [K, H] and base_table [len(tokenizer), H] are stored fp32; ``encoder_config`` is the base
+    LLM's config dict (its vocab_size should be len(tokenizer)).
+    """
+    import peft
+
+    root = Path(path)
+    write_json(
+        root / ADAPTER_CONFIG,
+        {
+            "auto_mapping": None,
+            "base_model_name_or_path": base_model_name_or_path,
+            "inference_mode": True,
+            "init_weights": True,
+            "peft_type": "TRAINABLE_TOKENS",
+            "peft_version": peft.__version__,
+            "revision": None,
+            "target_modules": ["embed_tokens"],
+            "task_type": None,
+            "token_indices": [int(i) for i in token_indices],
+        },
+    )
+    tensors = {
+        BASE_TABLE_KEY: base_table.detach().float().cpu().contiguous(),
+        DELTA_KEY: delta.detach().float().cpu().contiguous(),
+    }
+    atomic_write(root / ADAPTER_WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_json(root / ENCODER_CONFIG, encoder_config)
+
+
+# ------------------------------------------------------------------------------------------- heads
+
+
+def read_head(path: str | os.PathLike) -> nn.Linear:
+    """Load a reconstruction_mlp / alignment_mlp file (weights_only) as an fp32 nn.Linear."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    name = Path(path).name
+    try:
+        config, state = saved["config"], saved["state_dict"]
+        weight, bias = state["projection.weight"], state["projection.bias"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{name}: expected {{'state_dict': {{'projection.weight', 'projection.bias'}}, 'config': ...}}"
+        ) from exc
+    if config.get("size", 1) != 1 or config.get("pooling_mode", "linear") != "linear":
+        raise ValueError(
+            f"{name}: only size 1 and pooling_mode 'linear' heads exist in released checkpoints, got "
+            f"size {config.get('size')} and pooling_mode {config.get('pooling_mode')!r}"
+        )
+    out_dim, in_dim = weight.shape
+    if (config.get("input_dim", in_dim), config.get("output_dim", out_dim)) != (in_dim, out_dim):
+        raise ValueError(f"{name}: config dims disagree with projection.weight {tuple(weight.shape)}")
+    head = nn.Linear(in_dim, out_dim)
+    with torch.no_grad():
+        head.weight.copy_(weight.float())
+        head.bias.copy_(bias.float())
+    return head
+
+
+def write_head(path: str | os.PathLike, head: nn.Linear, dtype: torch.dtype | None = None) -> None:
+    """torch.save a head in the reference's dict layout, its tensors in ``dtype`` (default: its own)."""
+    dtype = dtype or head.weight.dtype
+    payload = {
+        "state_dict": {
+            "projection.weight": head.weight.detach().to("cpu", dtype).clone(),
+            "projection.bias": head.bias.detach().to("cpu", dtype).clone(),
+        },
+        "config": {
+            "input_dim": head.in_features,
+            "output_dim": head.out_features,
+            "dtype": str(dtype),
+            "size": 1,
+            "pooling_mode": "linear",
+        },
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+# --------------------------------------------------------------------------------------- tokenizer
+
+
+def write_tokenizer(path: str | os.PathLike, tokenizer, special_tokens: list[str]) -> None:
+    """tokenizer.save_pretrained into a temporary directory, then each file renamed into ``path``.
+
+    tokenizer_config.json also lists the K tokens as ``additional_special_tokens`` (the key
+    transformers 4 reads; transformers 5 writes ``extra_special_tokens``).
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=root))
+    try:
+        tokenizer.save_pretrained(staging)
+        config_file = staging / "tokenizer_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["additional_special_tokens"] = list(special_tokens)
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config.pop("is_local", None)
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for file in staging.iterdir():
+            if file.is_file():
+                with open(file, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(file, root / file.name)
+        _fsync_dir(root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

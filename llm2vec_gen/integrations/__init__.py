@@ -1,0 +1,9 @@
+"""Integrations around ``LLM2VecGenModel``; each submodule imports its framework only when imported.
+
+- ``mteb``: ``LLM2VecGenMTEB`` (mteb v2 EncoderProtocol with the paper's instructions),
+  ``model_meta``, ``local_retrieval_task`` / ``local_sts_task`` (mteb tasks over local data)
+- ``sentence_transformers``: ``LLM2VecGenST`` module and ``sentence_transformer(...)``
+- ``distributed``: ``encode_distributed`` (one corpus sharded over torchrun ranks)
+- ``files``: ``read_texts`` / ``write_embeddings`` / ``read_embeddings`` (CLI file formats)
+- ``instructions``: the evaluation instructions; ``sample_data``: a small bundled eval set
+"""

@@ -1,0 +1,129 @@
+"""The loss of one micro-batch: encoder through the KV cache, soft-prompt decoder, distillation.
+
+Encoder (only K positions carry a gradient)::
+
+    query_ids [B, Tq] (left padded) --no_grad--> KV cache
+    special_rows [K, H] --appended after the cache--> h [B, K, H] --recon_head--> r --align_head--> a
+
+Decoder (the one frozen LLM; answers rebuilt right padded by one gather, so no mask is needed: pads
+sit after every real token and causal attention never looks ahead)::
+
+    position   0 .. K-1        K .. K+L-2
+    input      r_1 .. r_K      answer_0 .. answer_{L-2}
+    predicts   -, .., answer_0 answer_1 .. answer_{L-1}
+
+That is the reference's shifted causal-LM loss over ``[pads][r][answer]`` with labels on the answer
+tokens only (RoPE is relative, so dropping the left pads changes no score). The cross-entropy runs on
+the labelled rows alone through ``fused_linear_cross_entropy`` (no [B, T, V] logits), over the first
+``min(len(tokenizer), V)`` rows of the LM head: the reference resizes the table to the tokenizer.
+
+Normalisation: the step's loss is ``recon_weight * CE_sum / ce_count + align_weight * distill * B /
+rows``, where ``ce_count`` and ``rows`` count the whole optimizer step (all micro-batches, all
+processes). Summing micro-batch gradients (and all-reducing them with SUM) therefore gives exactly
+the gradient of one big batch, whatever the split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llm2vec_gen.ops import distill_loss, fused_linear_cross_entropy, special_token_embedding
+from llm2vec_gen.prefix_cache import forward_appended
+from llm2vec_gen.train.data import Batch
+
+
+@dataclass
+class StepOutput:
+    """``loss`` carries the gradient; the rest are detached fp32 statistics of the micro-batch."""
+
+    loss: torch.Tensor
+    ce_sum: torch.Tensor  # summed token cross-entropy
+    ce_count: int  # answer tokens predicted
+    distill: torch.Tensor  # mean distillation loss over the B rows
+    rows: int
+
+
+def assemble_decoder_inputs(
+    answer_ids: torch.Tensor, answer_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left- or right-padded answers [B, Ta] -> right-padded ids [B, L] and labels [B, L].
+
+    One gather per tensor (no per-sample loop); L is the longest answer; labels are -100 past each
+    answer's end.
+    """
+    mask = answer_mask.bool()
+    lengths = mask.sum(dim=1)  # [B]
+    first = mask.to(torch.int8).argmax(dim=1)  # [B] column of the first real token
+    width = max(int(lengths.max()), 1)
+    cols = torch.arange(width, device=answer_ids.device)
+    src = (cols + first[:, None]).clamp(max=answer_ids.shape[1] - 1)  # [B, L]
+    inside = cols < lengths[:, None]
+    ids = answer_ids.gather(1, src).masked_fill(~inside, 0)
+    out_labels = labels.gather(1, src).masked_fill(~inside, -100)
+    return ids, out_labels
+
+
+def encode_soft_prompt(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r [B, K, H], a [B, K, D]) of the batch's queries, gradient to the K rows and both heads."""
+    embed = model.llm.get_input_embeddings().weight
+    bsz, k = batch.query_ids.shape[0], model.special_ids.shape[0]
+    appended = special_token_embedding(
+        model.special_ids.expand(bsz, k), embed, model.special_ids, model.special_rows
+    )  # [B, K, H] in the table's dtype
+    h = forward_appended(model.llm, batch.query_ids, batch.query_mask, appended)  # [B, K, H]
+    r = model.recon_head(h.to(model.recon_head.weight.dtype))
+    a = model.align_head(r)
+    return r, a
+
+
+def decoder_hidden(model, r: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Final hidden states [B, K + L - 1, H] of the frozen LLM on ``[r][ids[:, :-1]]``."""
+    embed = model.llm.get_input_embeddings()
+    tokens = embed(ids[:, :-1])  # [B, L-1, H], frozen table
+    inputs = torch.cat([r.to(tokens.dtype), tokens], dim=1)
+    return model.llm.base_model(inputs_embeds=inputs, use_cache=False).last_hidden_state
+
+
+def lm_head_rows(model) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """LM head weight [V', H] (and bias) with V' = min(rows, len(tokenizer)): the reference's vocab."""
+    head = model.llm.get_output_embeddings()
+    rows = min(head.weight.shape[0], len(model.tokenizer))
+    bias = getattr(head, "bias", None)
+    return head.weight[:rows], None if bias is None else bias[:rows]
+
+
+def step_loss(
+    model,
+    batch: Batch,
+    ce_count: int,
+    rows: int,
+    kind: str = "mse",
+    recon_weight: float = 1.0,
+    align_weight: float = 1.0,
+    checkpointing: bool = False,
+) -> StepOutput:
+    """Loss of one micro-batch, normalised by the step's totals ``ce_count`` tokens and ``rows``.
+
+    ``checkpointing``: run the decoder in train mode so the LLM's gradient checkpointing (enabled by
+    the caller) applies; the encoder stays in eval mode (transformers drops the KV cache in train
+    mode with checkpointing on).
+    """
+    r, a = encode_soft_prompt(model, batch)
+    ids, labels = assemble_decoder_inputs(batch.answer_ids, batch.answer_mask, batch.labels)
+    k = r.shape[1]
+    model.llm.train(checkpointing)
+    try:
+        hidden = decoder_hidden(model, r, ids)[:, k - 1 :]  # [B, L, H]: row j predicts labels[:, j]
+    finally:
+        model.llm.train(False)
+    counted = labels != -100
+    weight, bias = lm_head_rows(model)
+    ce_sum = fused_linear_cross_entropy(
+        hidden[counted].to(weight.dtype), weight, labels[counted], reduction="sum", bias=bias
+    )
+    distill = distill_loss(a, batch.teacher.to(a.dtype), kind=kind, check_finite=False)
+    bsz = a.shape[0]
+    loss = recon_weight * ce_sum / max(ce_count, 1) + align_weight * distill * (bsz / rows)
+    return StepOutput(loss, ce_sum.detach().float(), int(counted.sum()), distill.detach().float(), bsz)

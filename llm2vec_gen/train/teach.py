@@ -1,0 +1,138 @@
+"""Step 2 of training: the teacher's embeddings of the answers, computed once and cached by id.
+
+The teacher is frozen and sees only the answer, so the reference's per-step teacher forward is
+replaced by one pass here. The cache is one safetensors file: tensor ``embeddings`` fp32 [N, D] and
+metadata ``ids`` (a JSON list, row order), ``teacher`` and ``pooling``.
+
+Teachers: ``"minilm"`` (the offline all-MiniLM-L6-v2), any sentence-transformers directory (it has a
+``modules.json``), or any transformers encoder with ``pooling="mean"`` (over the attention mask) or
+``"cls"`` (first token), as the reference pools its LLM2Vec and BGE teachers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from llm2vec_gen.train.data import read_records
+
+
+class HFTeacher:
+    """A transformers encoder with mean or CLS pooling: ``encode(texts) -> fp32 [N, D]``."""
+
+    def __init__(self, path: str, pooling: str = "mean", max_length: int = 512, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.pooling, self.max_length, self.device = pooling, max_length, device
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.model(**enc).last_hidden_state.float()  # [N, T, D]
+        if self.pooling == "cls":
+            return hidden[:, 0].cpu()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)).cpu()
+
+
+class STTeacher:
+    """A sentence-transformers model: ``encode(texts) -> fp32 [N, D]`` (its own pooling)."""
+
+    def __init__(self, path: str, max_length: int = 512, device: str = "cpu"):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(path, device=device)
+        self.model.max_seq_length = min(self.model.max_seq_length or max_length, max_length)
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        out = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
+        return out.float().cpu()
+
+
+def load_teacher(name: str, pooling: str | None = None, max_length: int = 512, device: str = "cpu"):
+    """``"minilm"`` | a sentence-transformers dir | a transformers encoder (needs ``pooling``)."""
+    if name.lower() in ("minilm", "all-minilm-l6-v2"):
+        from llm2vec_gen.teachers import minilm_path
+
+        return STTeacher(str(minilm_path()), max_length, device)
+    if pooling is None and (Path(name) / "modules.json").is_file():
+        return STTeacher(name, max_length, device)
+    if pooling is None:
+        raise ValueError(
+            f"teacher {name!r} is not a sentence-transformers model: give pooling='mean' or 'cls'"
+        )
+    return HFTeacher(name, pooling, max_length, device)
+
+
+def teach(
+    input_path: str | Path,
+    output_path: str | Path,
+    teacher: str = "minilm",
+    pooling: str | None = None,
+    batch_size: int = 64,
+    max_length: int = 512,
+    device: str = "cpu",
+    answer_field: str = "answer",
+    id_field: str = "id",
+    progress: bool = True,
+) -> Path:
+    """Embed every answer of ``input_path`` with the teacher; write the cache atomically; its path."""
+    records = read_records(input_path, ("id", "answer"), {"id": id_field, "answer": answer_field})
+    model = load_teacher(teacher, pooling, max_length, device)
+    order = sorted(range(len(records)), key=lambda i: len(records[i]["answer"]))
+    out: list[torch.Tensor | None] = [None] * len(records)
+    for start in tqdm(range(0, len(order), batch_size), desc="teach", disable=not progress):
+        idx = order[start : start + batch_size]
+        emb = model.encode([records[i]["answer"].strip() for i in idx])
+        for j, i in enumerate(idx):
+            out[i] = emb[j]
+    embeddings = torch.stack(out).float().contiguous()
+    meta = {"ids": json.dumps([r["id"] for r in records]), "teacher": teacher, "pooling": str(pooling)}
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    save_file({"embeddings": embeddings}, str(tmp), metadata=meta)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, output_path)
+    return output_path
+
+
+def load_teacher_cache(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """(ids, fp32 [N, D] embeddings) of a cache written by ``teach``."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if "ids" not in meta or "embeddings" not in f.keys():
+            raise ValueError(f"{path} is not a teacher cache (needs tensor 'embeddings' and metadata 'ids')")
+        ids = json.loads(meta["ids"])
+        emb = f.get_tensor("embeddings").float()
+    if emb.dim() != 2 or emb.shape[0] != len(ids):
+        raise ValueError(f"{path}: {len(ids)} ids but embeddings of shape {tuple(emb.shape)}")
+    return ids, emb
+
+
+def align_teacher(
+    ids: Sequence[str], cache_ids: Sequence[str], embeddings: torch.Tensor, path
+) -> torch.Tensor:
+    """Rows of ``embeddings`` in the order of ``ids``; ValueError naming ids missing from the cache."""
+    where = {i: n for n, i in enumerate(cache_ids)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise ValueError(
+            f"teacher cache {path} has no embedding for {len(missing)} of {len(ids)} training ids "
+            f"(e.g. {missing[:3]}): run `llm2vec-gen teach` on the same data file"
+        )
+    return embeddings[torch.tensor([where[i] for i in ids], dtype=torch.long)]

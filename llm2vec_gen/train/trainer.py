@@ -1,0 +1,323 @@
+"""The training loop: (query, answer, teacher embedding) examples -> a released-format checkpoint.
+
+Recipe defaults are the released models' (DESIGN.md §1): AdamW (weight decay 0), lr 3e-4, grad-norm
+clip 1.0, linear schedule with 100 warm-up steps over ``total_steps`` (20k) stopped at ``max_steps``,
+global batch 32, max length 512, seed 42, MSE distillation, both loss weights 1.0. Only the K special
+rows (fp32) and the two heads train; the LLM is one frozen copy shared by encoder and decoder.
+
+One optimizer step consumes one global batch of ``batch_size`` examples (a length-grouped order,
+deterministic from the seed and the step, so resuming needs only the step). Under ``torchrun`` each
+of the W processes takes W-interleaved slices of it and runs them as micro-batches; the trainable
+gradients (a few MB) are summed with one all-reduce. Losses are normalised by the global batch's
+token and row counts, so the update is the same for any W and any micro-batch size.
+
+A step whose loss or gradient norm is NaN/inf is skipped (no update; the data and schedule move on)
+and counted; ``max_bad_steps`` consecutive bad steps raise RuntimeError.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from llm2vec_gen.train.checkpoint import last_checkpoint, load_state, save_checkpoint
+from llm2vec_gen.train.data import (
+    REFERENCE_ANSWER_SUFFIX,
+    check_records,
+    collate,
+    global_batches,
+    read_records,
+    split_batch,
+    tokenize_records,
+)
+from llm2vec_gen.train.step import step_loss
+from llm2vec_gen.train.teach import align_teacher, load_teacher_cache
+
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters; ``batch_size`` is global (all processes, all micro-batches of a step)."""
+
+    output_dir: str = "llm2vec-gen-run"
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    total_steps: int = 20_000
+    max_steps: int | None = None
+    batch_size: int = 32
+    micro_batch_size: int | None = None
+    max_length: int = 512
+    distill: str = "mse"
+    recon_weight: float = 1.0
+    align_weight: float = 1.0
+    grad_clip: float = 1.0
+    seed: int = 42
+    save_every: int = 500
+    log_every: int = 1
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None
+    max_bad_steps: int = 10
+    answer_suffix: str = REFERENCE_ANSWER_SUFFIX
+    mega_batches: int = 50
+    resume: bool = True
+    progress: bool = True
+
+    @property
+    def stop_step(self) -> int:
+        return self.total_steps if self.max_steps is None else self.max_steps
+
+
+def linear_schedule(warmup: int, total: int):
+    """lr factor of step s: s / warmup during warm-up, then linear decay to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Trains ``model`` (an ``LLM2VecGenModel``) on ``data`` with the cached teacher embeddings.
+
+    data           a JSONL/CSV/parquet path or a list of ``{"id", "query", "answer"}`` dicts
+    teacher_cache  a path written by ``teach`` (or an ``(ids, [N, D] tensor)`` pair)
+
+    Everything is checked before the first step (fields, empty answers, teacher ids and dimension,
+    batch split); errors are ValueError with the cause.
+    """
+
+    def __init__(self, model, data, teacher_cache, config: TrainConfig | None = None):
+        self.model, self.config = model, config or TrainConfig()
+        cfg = self.config
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.device = model.special_rows.device
+        records = check_records(data) if isinstance(data, list) else read_records(data)
+        cache_ids, cache_emb = (
+            teacher_cache if isinstance(teacher_cache, tuple) else load_teacher_cache(teacher_cache)
+        )
+        dim = model.align_head.out_features
+        if cache_emb.shape[1] != dim:
+            raise ValueError(
+                f"teacher embeddings are {cache_emb.shape[1]}-d but the alignment head outputs {dim}-d: "
+                "build the model with teacher_dim equal to the teacher's"
+            )
+        source = "(given)" if isinstance(teacher_cache, tuple) else teacher_cache
+        self.teacher = align_teacher([r["id"] for r in records], cache_ids, cache_emb, source)
+        if not torch.isfinite(self.teacher).all():
+            raise ValueError("teacher embeddings hold NaN or inf")
+        self.k = model.special_ids.shape[0]
+        self.data = tokenize_records(model.tokenizer, records, self.k, cfg.max_length, cfg.answer_suffix)
+        self.lengths = self.data.lengths(self.k)
+        self.label_counts = [sum(t != -100 for t in lab) for lab in self.data.labels]
+        micro = cfg.micro_batch_size or cfg.batch_size // self.world
+        if micro < 1 or cfg.batch_size % (micro * self.world):
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must be a multiple of micro_batch_size {micro} x "
+                f"{self.world} processes"
+            )
+        self.accum = cfg.batch_size // (micro * self.world)
+        if len(records) < cfg.batch_size:
+            raise ValueError(f"{len(records)} examples are fewer than one batch of {cfg.batch_size}")
+        if cfg.distill not in ("mse", "cosine"):
+            raise ValueError(f"distill must be 'mse' or 'cosine', got {cfg.distill!r}")
+        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        self.params = self._trainable()
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_schedule(cfg.warmup_steps, cfg.total_steps)
+        )
+        self.step, self.bad_steps, self.consecutive_bad, self.saved_step = 0, 0, 0, None
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
+        if cfg.gradient_checkpointing:
+            model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.world > 1:
+            for p in self.params:
+                dist.broadcast(p.data, 0)
+        if cfg.resume and (ckpt := last_checkpoint(cfg.output_dir)) is not None:
+            self.load(ckpt)
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        model = self.model
+        model.llm.requires_grad_(False)
+        model.llm.eval()
+        params = [model.special_rows, *model.recon_head.parameters(), *model.align_head.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "step": self.step,
+            "bad_steps": self.bad_steps,
+            "consecutive_bad": self.consecutive_bad,
+            "trainable": [p.detach().cpu().clone() for p in self.params],
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "config": asdict(self.config),
+        }
+
+    def load(self, checkpoint: str | Path) -> None:
+        """Restore weights, optimizer, schedule, RNG and data position from ``checkpoint``."""
+        state = load_state(checkpoint)
+        with torch.no_grad():
+            for p, saved in zip(self.params, state["trainable"], strict=True):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.consecutive_bad = state["consecutive_bad"]
+        self.saved_step = self.step
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def save(self) -> Path:
+        """Checkpoint the current step (process 0 writes; all processes wait for it); its path."""
+        cfg = self.config
+        if self.rank == 0:
+            save_checkpoint(cfg.output_dir, self.step, self.model.save_pretrained, self.state_dict())
+        if self.world > 1:
+            dist.barrier()
+        self.saved_step = self.step
+        return Path(cfg.output_dir) / f"checkpoint-{self.step}"
+
+    # ---- one optimizer step ------------------------------------------------------------------
+
+    def _micro_batches(self, indices: Sequence[int]) -> list[list[int]]:
+        parts = split_batch(indices, self.lengths, self.world * self.accum)
+        return parts[self.rank :: self.world]
+
+    def train_step(self, indices: Sequence[int]) -> dict:
+        """Forward/backward over this process's share of one global batch, all-reduce, update."""
+        cfg, model = self.config, self.model
+        ce_count = sum(self.label_counts[i] for i in indices)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        stats = torch.zeros(4, dtype=torch.float64)  # loss, ce_sum, distill_sum, tokens
+        for micro in self._micro_batches(indices):
+            batch = collate(self.data, micro, self.teacher, self.pad_id).to(self.device)
+            with autocast:
+                out = step_loss(
+                    model, batch, ce_count, len(indices), cfg.distill, cfg.recon_weight, cfg.align_weight,
+                    checkpointing=cfg.gradient_checkpointing,
+                )  # fmt: skip
+            out.loss.backward()
+            stats += torch.tensor(
+                [out.loss.item(), out.ce_sum.item(), out.distill.item() * out.rows, batch.num_tokens + self.k * out.rows],
+                dtype=torch.float64,
+            )  # fmt: skip
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        if self.world > 1:
+            flat = torch.cat([g.flatten().double() for g in grads] + [stats.to(grads[0].device)])
+            dist.all_reduce(flat)
+            stats = flat[-4:].cpu()
+            offset = 0
+            for p, g in zip(self.params, grads):
+                p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
+                offset += g.numel()
+        else:
+            for p, g in zip(self.params, grads):
+                p.grad = g
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
+        loss = float(stats[0])
+        ok = math.isfinite(loss) and math.isfinite(grad_norm)
+        if ok:
+            self.optimizer.step()
+            self.consecutive_bad = 0
+        else:
+            self.bad_steps += 1
+            self.consecutive_bad += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step += 1
+        if self.consecutive_bad >= cfg.max_bad_steps:
+            raise RuntimeError(
+                f"{self.consecutive_bad} consecutive steps had a NaN/inf loss or gradient (last at step "
+                f"{self.step}); stopping. Lower the learning rate or check the data and teacher cache."
+            )
+        return {
+            "step": self.step,
+            "loss": loss,
+            "ce": float(stats[1]) / max(ce_count, 1),
+            "distill": float(stats[2]) / len(indices),
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "skipped": not ok,
+            "bad_steps": self.bad_steps,
+            "tokens": int(stats[3]),
+        }
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> Path:
+        """Train up to ``stop_step``; returns the final checkpoint's directory."""
+        cfg = self.config
+        stop = cfg.stop_step
+        log_path = Path(cfg.output_dir) / LOG_FILE
+        if self.rank == 0:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        show = cfg.progress and self.rank == 0
+        with tqdm(total=stop, initial=self.step, desc="train", disable=not show) as bar:
+            for _, indices in global_batches(
+                self.lengths, cfg.batch_size, cfg.seed, self.step, cfg.mega_batches
+            ):
+                if self.step >= stop:
+                    break
+                start = time.perf_counter()
+                rec = self.train_step(indices)
+                seconds = time.perf_counter() - start
+                rec.update(
+                    tokens_per_s=rec["tokens"] / seconds,
+                    examples_per_s=len(indices) / seconds,
+                    seconds=seconds,
+                    peak_memory_mb=_peak_memory_mb(self.device),
+                )
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == stop):
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.4f}", ce=f"{rec['ce']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}"
+                )
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+        return (
+            self.save() if self.saved_step != self.step else Path(cfg.output_dir) / f"checkpoint-{self.step}"
+        )
+
+
+def train(model, data, teacher_cache, config: TrainConfig | None = None, **overrides) -> Path:
+    """``Trainer(model, data, teacher_cache, config with overrides).fit()``; the final checkpoint."""
+    config = config or TrainConfig()
+    if overrides:
+        config = TrainConfig(**{**asdict(config), **overrides})
+    return Trainer(model, data, teacher_cache, config).fit()

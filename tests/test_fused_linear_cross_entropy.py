@@ -1,0 +1,241 @@
+import math
+
+import pytest
+import torch
+from conftest import available_backends
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tolerances import assert_close, assert_within_lowp_error
+
+import llm2vec_gen.ops.fused_linear_cross_entropy as flce
+from llm2vec_gen import _dispatch
+from llm2vec_gen.ops import fused_linear_cross_entropy, fused_linear_cross_entropy_reference
+
+IGNORE = -100
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Chunks of a few rows and (Triton) 64-wide V blocks, so small shapes take every loop."""
+    monkeypatch.setattr(flce, "CHUNK_BYTES", 4 * 1024)
+    if _dispatch.triton_available():
+        from llm2vec_gen.kernels import fused_linear_cross_entropy as kernels
+
+        monkeypatch.setattr(kernels, "MAX_BLOCK_V", 64)
+
+
+def _inputs(n, dim, vocab, dtype, weight_grad=False, bias=False, ignored=0.3, magnitude=1.0):
+    hidden = (torch.randn(n, dim) * magnitude).to(dtype).requires_grad_()
+    weight = (torch.randn(vocab, dim) / math.sqrt(dim)).to(dtype).requires_grad_(weight_grad)
+    b = torch.randn(vocab).to(dtype).requires_grad_() if bias else None
+    labels = torch.randint(0, vocab, (n,))
+    labels[torch.rand(n) < ignored] = IGNORE
+    return hidden, weight, labels, b
+
+
+def _grads(loss, hidden, weight, bias):
+    loss.backward()
+    return [t.grad for t in (hidden, weight, bias) if t is not None and t.requires_grad]
+
+
+def _reference(hidden, weight, labels, bias, reduction, dtype=torch.float64):
+    """Loss and gradients of the materialised reference, its inputs cast to ``dtype``."""
+
+    def cast(t):
+        return None if t is None else t.detach().to(dtype).requires_grad_(t.requires_grad)
+
+    h, w, b = cast(hidden), cast(weight), cast(bias)
+    loss = fused_linear_cross_entropy_reference(h, w, labels, IGNORE, reduction, b)
+    return loss, _grads(loss, h, w, b)
+
+
+def _lowp_reference(hidden, weight, labels, bias, reduction):
+    """The same computation carried out entirely in the inputs' low precision."""
+
+    def clone(t):
+        return None if t is None else t.detach().clone().requires_grad_(t.requires_grad)
+
+    h, w, b = clone(hidden), clone(weight), clone(bias)
+    logits = h @ w.T if b is None else h @ w.T + b
+    loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE, reduction=reduction)
+    return loss, _grads(loss, h, w, b)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("weight_grad", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize(("n", "dim", "vocab"), [(1, 5, 1), (13, 48, 97), (37, 33, 300)])
+def test_matches_reference_fp32(backend, small_blocks, n, dim, vocab, reduction, weight_grad, bias):
+    hidden, weight, labels, b = _inputs(n, dim, vocab, torch.float32, weight_grad, bias)
+    loss = fused_linear_cross_entropy(hidden, weight, labels, IGNORE, reduction, b)
+    grads = _grads(loss, hidden, weight, b)
+    ref, ref_grads = _reference(hidden, weight, labels, b, reduction)
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    assert_close(loss, ref, torch.float32)
+    assert len(grads) == len(ref_grads) == 1 + weight_grad + bias
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == torch.float32
+        assert_close(g, r, torch.float32)
+    if backend != "torch":
+        assert type(loss.grad_fn).__name__ == "_FusedLinearCrossEntropyBackward"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("n", "dim", "vocab", "weight_grad", "bias"), [(29, 40, 211, True, True), (7, 64, 97, False, False)])
+def test_low_precision_within_rule(backend, small_blocks, n, dim, vocab, weight_grad, bias, dtype):
+    hidden, weight, labels, b = _inputs(n, dim, vocab, dtype, weight_grad, bias)
+    loss = fused_linear_cross_entropy(hidden, weight, labels, bias=b)
+    grads = _grads(loss, hidden, weight, b)
+    ref, ref_grads = _reference(hidden, weight, labels, b, "mean")
+    lowp, lowp_grads = _lowp_reference(hidden, weight, labels, b, "mean")
+    assert loss.dtype == torch.float32
+    assert_within_lowp_error(loss, ref, lowp, atol=1e-4)
+    for g, r, lp in zip(grads, ref_grads, lowp_grads, strict=True):
+        assert g.dtype == dtype
+        assert_within_lowp_error(g, r, lp, atol=1e-4)
+
+
+def test_full_qwen_vocab_bf16(backend):
+    """V = 151,669 (Qwen3) in bf16 with the default chunk and block sizes: finite and accurate."""
+    hidden, weight, labels, _ = _inputs(3, 16, 151_669, torch.bfloat16, weight_grad=True, ignored=0.0)
+    weight.data[labels[0]] *= 50  # one confident row, one large logit
+    loss = fused_linear_cross_entropy(hidden, weight, labels)
+    grads = _grads(loss, hidden, weight, None)
+    ref, ref_grads = _reference(hidden, weight, labels, None, "mean")
+    lowp, lowp_grads = _lowp_reference(hidden, weight, labels, None, "mean")
+    assert torch.isfinite(loss)
+    assert_within_lowp_error(loss, ref, lowp, atol=1e-3)
+    for g, r, lp in zip(grads, ref_grads, lowp_grads, strict=True):
+        assert_within_lowp_error(g, r, lp, atol=1e-4)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_all_ignored_gives_zero(backend, small_blocks, reduction):
+    hidden, weight, labels, b = _inputs(5, 8, 11, torch.float32, weight_grad=True, bias=True, ignored=1.0)
+    loss = fused_linear_cross_entropy(hidden, weight, labels, IGNORE, reduction, b)
+    grads = _grads(loss, hidden, weight, b)
+    assert loss.item() == 0.0
+    assert len(grads) == 3
+    for g in grads:
+        assert torch.equal(g, torch.zeros_like(g))
+
+
+def test_custom_ignore_index(backend, small_blocks):
+    hidden, weight, _, _ = _inputs(6, 8, 11, torch.float32)
+    labels = torch.tensor([3, 7, 7, 0, 10, 7])
+    loss = fused_linear_cross_entropy(hidden, weight, labels, ignore_index=7)
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, labels, ignore_index=7)
+    assert_close(loss, expected)
+
+
+def test_frozen_weight_gets_no_grad(backend, small_blocks):
+    hidden, weight, labels, _ = _inputs(9, 12, 50, torch.float32, weight_grad=False)
+    fused_linear_cross_entropy(hidden, weight, labels).backward()
+    assert weight.grad is None and hidden.grad is not None
+
+
+def test_weight_grad_only(backend, small_blocks):
+    hidden, weight, labels, _ = _inputs(9, 12, 50, torch.float32, weight_grad=True)
+    hidden.requires_grad_(False)
+    fused_linear_cross_entropy(hidden, weight, labels).backward()
+    _, (ref_w,) = _reference(hidden, weight, labels, None, "mean")
+    assert_close(weight.grad, ref_w, torch.float32)
+
+
+def test_incoming_gradient_scales(backend, small_blocks):
+    hidden, weight, labels, _ = _inputs(9, 12, 50, torch.float32, weight_grad=True)
+    loss = fused_linear_cross_entropy(hidden, weight, labels)
+    (3.0 * loss + loss).backward()
+    _, (ref_h, ref_w) = _reference(hidden, weight, labels, None, "mean")
+    assert_close(hidden.grad, 4 * ref_h, torch.float32)
+    assert_close(weight.grad, 4 * ref_w, torch.float32)
+
+
+def test_no_grad_path(backend, small_blocks):
+    hidden, weight, labels, _ = _inputs(9, 12, 50, torch.float32)
+    with torch.no_grad():
+        loss = fused_linear_cross_entropy(hidden, weight, labels)
+    assert_close(loss, fused_linear_cross_entropy_reference(hidden.detach(), weight, labels))
+
+
+def test_default_chunks_stay_bounded():
+    for rows, vocab in [(4096, 151_669), (16_384, 151_936), (7, 151_669), (100_000, 1000), (0, 5)]:
+        c = flce.chunk_rows(rows, vocab, flce.CHUNK_BYTES)
+        assert c >= 1 and c * vocab * 4 <= max(flce.CHUNK_BYTES, vocab * 4)
+        n_chunks = -(-max(rows, 1) // c)
+        assert n_chunks * c - rows < n_chunks  # chunks split the rows evenly
+
+
+@pytest.mark.parametrize("forced", [b for b in available_backends() if b != "triton"])
+def test_gradcheck_fp64(monkeypatch, small_blocks, forced):
+    """fp64 gradcheck (Triton kernels compute in fp32, so they are covered by the fp32 tests)."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, forced)
+    hidden, weight, labels, b = _inputs(7, 5, 13, torch.float64, weight_grad=True, bias=True)
+    assert torch.autograd.gradcheck(
+        lambda h, w, bb: fused_linear_cross_entropy(h, w, labels, bias=bb), (hidden, weight, b)
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 9),
+    dim=st.integers(1, 17),
+    vocab=st.integers(1, 40),
+    ignored=st.sampled_from([0.0, 0.5, 1.0]),
+    magnitude=st.sampled_from([1.0, 100.0, 1e4]),
+    reduction=st.sampled_from(["mean", "sum"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_random_shapes(backend, small_blocks, n, dim, vocab, ignored, magnitude, reduction, seed):
+    """Against the fp64 oracle, within twice the error of the fp32 reference (logits up to ~1e4)."""
+    torch.manual_seed(seed)
+    hidden, weight, labels, _ = _inputs(n, dim, vocab, torch.float32, True, False, ignored, magnitude)
+    loss = fused_linear_cross_entropy(hidden, weight, labels, IGNORE, reduction)
+    grads = _grads(loss, hidden, weight, None)
+    ref, ref_grads = _reference(hidden, weight, labels, None, reduction)
+    fp32, fp32_grads = _reference(hidden, weight, labels, None, reduction, torch.float32)
+    atol = 1e-5 * magnitude
+    assert torch.isfinite(loss)
+    assert_within_lowp_error(loss, ref, fp32, atol=atol)
+    for g, r, f in zip(grads, ref_grads, fp32_grads, strict=True):
+        assert torch.isfinite(g).all()
+        assert_within_lowp_error(g, r, f, atol=atol)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (torch.tensor([0, 11, 2]), r"got label 11 at position 1"),
+        (torch.tensor([0, 1, -1]), r"got label -1 at position 2"),
+        (torch.tensor([IGNORE, -7, 3]), r"\[0, 11\).*ignore_index=-100.*label -7"),
+    ],
+)
+def test_labels_out_of_range(backend, labels, match):
+    hidden, weight, _, _ = _inputs(3, 4, 11, torch.float32)
+    with pytest.raises(ValueError, match=match):
+        fused_linear_cross_entropy(hidden, weight, labels)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "weight", "labels", "kwargs", "error", "match"),
+    [
+        (torch.randn(3, 4), torch.randn(11, 5), torch.zeros(3, dtype=torch.long), {}, ValueError, r"\(V, 4\)"),
+        (torch.randn(3, 4), torch.randn(11, 4), torch.zeros(2, dtype=torch.long), {}, ValueError, r"\(3,\)"),
+        (torch.randn(3, 4, 2), torch.randn(11, 4), torch.zeros(3, dtype=torch.long), {}, ValueError, "rank 2"),
+        (torch.randn(3, 4), torch.randn(11, 4), torch.zeros(3, 1, dtype=torch.long), {}, ValueError, "rank 1"),
+        (torch.randn(3, 4), torch.randn(0, 4), torch.zeros(3, dtype=torch.long), {}, ValueError, "empty"),
+        (torch.randn(3, 4), torch.randn(11, 4), torch.zeros(3, dtype=torch.int32), {}, TypeError, "int32"),
+        (torch.randn(3, 4), torch.randn(11, 4).bfloat16(), torch.zeros(3, dtype=torch.long), {}, TypeError,
+         "weight must have hidden's dtype float32, got bfloat16"),
+        (torch.ones(3, 4, dtype=torch.long), torch.randn(11, 4), torch.zeros(3, dtype=torch.long), {},
+         TypeError, "hidden must have dtype"),
+        (torch.randn(3, 4), torch.randn(11, 4), torch.zeros(3, dtype=torch.long), {"bias": torch.randn(10)},
+         ValueError, r"bias must have shape \(11,\)"),
+        (torch.randn(3, 4), torch.randn(11, 4), torch.zeros(3, dtype=torch.long), {"reduction": "none"},
+         ValueError, "reduction"),
+        ([[1.0]], torch.randn(11, 1), torch.zeros(1, dtype=torch.long), {}, TypeError, "list"),
+    ],
+)  # fmt: skip
+def test_bad_input(backend, hidden, weight, labels, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fused_linear_cross_entropy(hidden, weight, labels, **kwargs)

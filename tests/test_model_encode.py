@@ -1,0 +1,149 @@
+"""LLM2VecGenModel.encode: tokenisation as the reference, order, outputs, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_gen.model import LLM2VecGenModel
+from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer, tiny_llama, tiny_qwen3
+
+K = 5
+HIDDEN = 48
+DIM = 20
+TEXTS = ["short", "", "a somewhat longer sentence about encoders and decoders", "x " * 30, "ünï ✓ 7", "b"]
+
+
+@pytest.fixture(scope="module")
+def model() -> LLM2VecGenModel:
+    llm = tiny_qwen3(QWEN_VOCAB_SIZE, hidden_size=HIDDEN, num_layers=2, num_heads=4, num_kv_heads=2, seed=1)
+    model = LLM2VecGenModel.from_base(llm, qwen_tokenizer(), K, teacher_dim=DIM, device="cpu", seed=2)
+    with torch.no_grad():  # trained-looking rows and heads
+        model.special_rows.normal_(0, 0.05)
+        model.recon_head.bias.normal_(0, 0.1)
+        model.align_head.bias.normal_(0, 0.1)
+    return model
+
+
+@torch.no_grad()
+def plain_encode(model: LLM2VecGenModel, texts: list[str], max_length: int) -> torch.Tensor:
+    """One text at a time, no padding: full table with the K rows replaced, backbone, two heads, mean."""
+    table = model.llm.get_input_embeddings().weight
+    full = torch.cat([table, torch.zeros(K, HIDDEN)]).clone()
+    full[model.special_ids] = model.special_rows
+    out = []
+    for text in texts:
+        ids = model.tokenizer(text + "".join(model.special_tokens), truncation=True, max_length=max_length)
+        ids = torch.tensor(ids["input_ids"])
+        ids[-K:] = model.special_ids
+        hidden = model.llm.model(inputs_embeds=full[ids][None]).last_hidden_state[:, -K:]
+        out.append(model.align_head(model.recon_head(hidden)).mean(1)[0])
+    return torch.stack(out)
+
+
+def test_matches_unbatched_forward(model):
+    ours = model.encode(TEXTS, batch_size=4, convert_to_tensor=True)
+    assert ours.dtype == torch.float32 and ours.shape == (len(TEXTS), DIM)
+    torch.testing.assert_close(ours, plain_encode(model, TEXTS, 512), rtol=1e-4, atol=1e-5)
+
+
+def test_order_and_batching_do_not_matter(model):
+    base = model.encode(TEXTS, batch_size=len(TEXTS))
+    perm = [3, 0, 5, 1, 4, 2]
+    for batch_size in (1, 2, 5):
+        shuffled = model.encode([TEXTS[i] for i in perm], batch_size=batch_size)
+        np.testing.assert_allclose(shuffled, base[perm], rtol=1e-4, atol=1e-5)
+
+
+def test_truncation_keeps_special_tokens(model):
+    long = "word " * 50
+    ids = model.tokenizer(long)["input_ids"]
+    with pytest.warns(UserWarning, match="1 of 2 texts are longer than max_length=17") as record:
+        rows = model.tokenize([long, "hi"], max_length=17)
+    assert len(record) == 1
+    assert rows[0] == ids[: 17 - K] + model.special_ids.tolist()
+    assert rows[1] == model.tokenizer("hi")["input_ids"] + model.special_ids.tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.tokenize(["hi"], max_length=17)
+    with pytest.warns(UserWarning, match="longer than max_length"):
+        got = model.encode([long], max_length=17)
+    np.testing.assert_allclose(got, plain_encode(model, [long], 17).numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot hold the 5 special tokens"):
+        model.tokenize(["hi"], max_length=4)
+
+
+def test_instruction_is_prepended(model):
+    instruction = "Generate a passage that best answers this question: "
+    got = model.encode(["what is rope?"], instruction=instruction)
+    np.testing.assert_allclose(got, model.encode([instruction + "what is rope?"]), rtol=0, atol=0)
+
+
+def test_output_forms(model):
+    one = model.encode("short")
+    assert isinstance(one, np.ndarray) and one.shape == (DIM,)
+    np.testing.assert_allclose(one, model.encode(["short"])[0], rtol=1e-5, atol=1e-6)
+    tensor = model.encode(TEXTS[:2], convert_to_tensor=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (2, DIM)
+    assert isinstance(model.encode(TEXTS[:2], convert_to_numpy=False), torch.Tensor)
+    normed = model.encode(TEXTS, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, rtol=1e-5)
+    emb, recon = model.encode(TEXTS, return_recon_states=True, convert_to_tensor=True)
+    assert recon.shape == (len(TEXTS), K, HIDDEN) and recon.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(model.align_head(recon).mean(1), emb, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.get_recon_hidden_states(TEXTS), recon, rtol=1e-5, atol=1e-6)
+    assert model.get_recon_hidden_states("short").shape == (K, HIDDEN)
+
+
+def test_heads_refold_after_update(model):
+    before = model.encode(["short"], convert_to_tensor=True)
+    with torch.no_grad():
+        model.align_head.bias += 1.0
+    try:
+        torch.testing.assert_close(model.encode(["short"], convert_to_tensor=True), before + 1.0)
+    finally:
+        with torch.no_grad():
+            model.align_head.bias -= 1.0
+
+
+def test_bad_input(model):
+    empty = model.encode([])
+    assert isinstance(empty, np.ndarray) and empty.shape == (0, DIM)
+    assert model.encode([], convert_to_tensor=True).shape == (0, DIM)
+    emb, recon = model.encode([], return_recon_states=True)
+    assert emb.shape == (0, DIM) and recon.shape == (0, K, HIDDEN)
+    assert np.isfinite(model.encode("")).all()
+    with pytest.raises(TypeError, match="texts must be a str"):
+        model.encode(None)
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
+        model.encode(["ok", None])
+    with pytest.raises(TypeError, match=r"texts\[0\] is int"):
+        model.encode([3])
+    with pytest.raises(ValueError, match="batch_size"):
+        model.encode(["ok"], batch_size=0)
+
+
+def test_gradient_reaches_only_trainable_parts(model):
+    ids, mask = model._pad(model.tokenize(TEXTS[:3]))
+    hidden = model(ids, mask)
+    assert hidden.shape == (3, K, HIDDEN)
+    model.align_head(model.recon_head(hidden)).mean(1).square().sum().backward()
+    try:
+        for param in (model.special_rows, model.recon_head.weight, model.align_head.weight):
+            assert param.grad is not None and bool(param.grad.abs().sum() > 0)
+        assert all(p.grad is None for p in model.llm.parameters())
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+def test_llama_base_past_table():
+    """A Llama base whose table is smaller than the tokenizer: all special ids lie past it."""
+    llm = tiny_llama(QWEN_VOCAB_SIZE, hidden_size=32, seed=4)
+    model = LLM2VecGenModel.from_base(llm, qwen_tokenizer(), 3, teacher_dim=8, device="cpu")
+    assert bool((model.special_ids >= llm.get_input_embeddings().weight.shape[0]).all())
+    got = model.encode(["llama text", ""], convert_to_tensor=True)
+    assert got.shape == (2, 8) and bool(torch.isfinite(got).all())
