@@ -58,7 +58,8 @@ std::tuple<at::Tensor, at::Tensor> special_token_embedding_forward(const at::Ten
   TORCH_CHECK(special_rows.scalar_type() == weight.scalar_type(),
               "special_rows must already have weight's dtype");
   const at::Tensor ids = input_ids.contiguous();
-  const at::Tensor table = weight.contiguous();
+  // Rows must be dense; the row stride may be anything (e.g. 0 for an expanded test table).
+  const at::Tensor table = weight.stride(1) == 1 ? weight : weight.contiguous();
   const at::Tensor sids = special_ids.contiguous();
   const at::Tensor rows = special_rows.contiguous();
   const int64_t n = ids.numel(), vocab = table.size(0), hidden = table.size(1), k = sids.numel();
@@ -76,6 +77,7 @@ std::tuple<at::Tensor, at::Tensor> special_token_embedding_forward(const at::Ten
   auto* dst = static_cast<char*>(out.mutable_data_ptr());
   int32_t* slot_p = slot.mutable_data_ptr<int32_t>();
   const int64_t row_bytes = hidden * table.element_size();
+  const int64_t table_stride = table.stride(0) * table.element_size();
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, row_bytes));
 
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
@@ -92,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor> special_token_embedding_forward(const at::Ten
       if (s >= 0) {
         std::memcpy(d, src_rows + s * row_bytes, row_bytes);
       } else if (tok >= 0 && tok < vocab) {
-        std::memcpy(d, src_table + tok * row_bytes, row_bytes);
+        std::memcpy(d, src_table + tok * table_stride, row_bytes);
       } else {
         s = -2;
         std::memset(d, 0, row_bytes);

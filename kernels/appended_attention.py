@@ -22,7 +22,8 @@ are loaded as zeros, so pad entries contribute exactly nothing. Softmax runs in 
 domain; the forward stores the natural-log LSE [B, h, K] for the backward, which recomputes P.
 
 Dots: fp32 operands. For fp32 inputs they use ``input_precision="ieee"`` (exact fp32); for bf16/fp16
-inputs "tf32", which is exact on the inputs (bf16 fits in tf32) and runs on tensor cores.
+inputs "tf32", which is exact on the inputs (bf16 fits in tf32) and runs on tensor cores; only the
+fp32 probabilities / dS operands are rounded, to tf32's 10-bit mantissa (finer than bf16's).
 
 The backward runs one program per (batch, kv head): it loops over the group's rows, accumulating
 dq per row tile and dk, dv of the K appended keys (summed over the G heads) in registers: no atomics.

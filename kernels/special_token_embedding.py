@@ -19,29 +19,32 @@ import triton.language as tl
 @triton.jit
 def _special_token_embedding_forward_kernel(
     IDS, W, SIDS, ROWS, OUT, SLOT,
-    V, H, K,
+    V, H, K, stride_w,
     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     tok = tl.program_id(0).to(tl.int64)
     hb = tl.program_id(1)
     tid = tl.load(IDS + tok)
     ks = tl.arange(0, BLOCK_K)
-    sids = tl.load(SIDS + ks, mask=ks < K, other=-1)
-    slot = tl.max(tl.where(sids == tid, ks, -1), axis=0)
-    is_special = slot >= 0
+    sids = tl.load(SIDS + ks, mask=ks < K, other=0)
+    slot = tl.max(tl.where((sids == tid) & (ks < K), ks, -1), axis=0)
     in_table = (tid >= 0) & (tid < V)
-    use_table = (slot < 0) & in_table
 
     cols = hb * BLOCK_H + tl.arange(0, BLOCK_H)
     cmask = cols < H
+    # Per-lane copies of the scalar tests (the interpreter mis-types block & scalar masks).
+    slot_b = tl.zeros([BLOCK_H], dtype=tl.int32) + slot
+    tid_b = tl.zeros([BLOCK_H], dtype=tl.int64) + tid
+    special_mask = cmask & (slot_b >= 0)
+    table_mask = cmask & (slot_b < 0) & (tid_b >= 0) & (tid_b < V)
     safe_slot = tl.maximum(slot, 0).to(tl.int64)
     safe_tid = tl.where(in_table, tid, 0)
-    special = tl.load(ROWS + safe_slot * H + cols, mask=cmask & is_special, other=0.0).to(tl.float32)
-    base = tl.load(W + safe_tid * H + cols, mask=cmask & use_table, other=0.0).to(tl.float32)
-    row = tl.where(is_special, special, base)
+    special = tl.load(ROWS + safe_slot * H + cols, mask=special_mask, other=0.0).to(tl.float32)
+    base = tl.load(W + safe_tid * stride_w + cols, mask=table_mask, other=0.0).to(tl.float32)
+    row = tl.where(slot_b >= 0, special, base)
     tl.store(OUT + tok * H + cols, row.to(OUT.dtype.element_ty), mask=cmask)
     if hb == 0:
-        tl.store(SLOT + tok, tl.where(is_special | in_table, slot, -2).to(tl.int32))
+        tl.store(SLOT + tok, tl.where((slot >= 0) | in_table, slot, -2).to(tl.int32))
 
 
 @triton.jit
@@ -75,7 +78,7 @@ def special_token_embedding_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out [B, T, H] (weight's dtype) and slot [B, T] int32; special_rows already in weight's dtype."""
     ids = input_ids.contiguous()
-    table = weight.contiguous()
+    table = weight if weight.stride(1) == 1 else weight.contiguous()  # any row stride
     vocab, hidden = table.shape
     k = special_ids.numel()
     out = torch.empty(*ids.shape, hidden, device=table.device, dtype=table.dtype)
@@ -84,7 +87,7 @@ def special_token_embedding_forward(
     grid = (ids.numel(), triton.cdiv(hidden, block_h))
     _special_token_embedding_forward_kernel[grid](
         ids, table, special_ids.contiguous(), special_rows.contiguous(), out, slot,
-        vocab, hidden, k,
+        vocab, hidden, k, table.stride(0),
         BLOCK_K=max(triton.next_power_of_2(k), 2), BLOCK_H=block_h,
         num_warps=4,
     )  # fmt: skip

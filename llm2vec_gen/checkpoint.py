@@ -308,8 +308,9 @@ def write_head(path: str | os.PathLike, head: nn.Linear, dtype: torch.dtype | No
 def write_tokenizer(path: str | os.PathLike, tokenizer, special_tokens: list[str]) -> None:
     """tokenizer.save_pretrained into a temporary directory, then each file renamed into ``path``.
 
-    tokenizer_config.json also lists the K tokens as ``additional_special_tokens`` (the key
-    transformers 4 reads; transformers 5 writes ``extra_special_tokens``).
+    tokenizer_config.json lists the K tokens as ``additional_special_tokens``, the key both
+    transformers 4 and 5 read; the list-valued ``extra_special_tokens`` that transformers 5 writes
+    is dropped because transformers 4 (the reference package's) expects a dict there and fails.
     """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
@@ -319,6 +320,7 @@ def write_tokenizer(path: str | os.PathLike, tokenizer, special_tokens: list[str
         config_file = staging / "tokenizer_config.json"
         config = json.loads(config_file.read_text(encoding="utf-8"))
         config["additional_special_tokens"] = list(special_tokens)
+        config.pop("extra_special_tokens", None)
         if config.get("tokenizer_class") == "TokenizersBackend":
             config["tokenizer_class"] = "PreTrainedTokenizerFast"
         config.pop("is_local", None)

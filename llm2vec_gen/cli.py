@@ -297,6 +297,150 @@ def _add_integration_commands(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=_cmd_bench)
 
 
+# ------------------------------------------------------- respond / teach / train (llm2vec_gen.train)
+
+
+def _cmd_respond(args: argparse.Namespace) -> int:
+    """Generate the LLM's own answers to a file of queries (resumable JSONL output)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm2vec_gen.train.respond import respond
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else None)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    n = respond(
+        model, tokenizer, args.input, args.output, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed, chat_template=not args.no_chat_template,
+        max_length=args.max_length, query_field=args.query_field, id_field=args.id_field,
+    )  # fmt: skip
+    print(f"wrote {n} answers to {args.output}")
+    return 0
+
+
+def _cmd_teach(args: argparse.Namespace) -> int:
+    """Embed the answers once with the teacher; cache keyed by id (safetensors)."""
+    from llm2vec_gen.train.teach import teach
+
+    path = teach(
+        args.input, args.output, teacher=args.teacher, pooling=args.pooling, batch_size=args.batch_size,
+        max_length=args.max_length, device=args.device or "cpu", answer_field=args.answer_field,
+        id_field=args.id_field,
+    )  # fmt: skip
+    print(f"wrote teacher embeddings to {path}")
+    return 0
+
+
+def _init_distributed() -> str:
+    """Under torchrun: join the process group (nccl on CUDA, gloo on CPU); the device to train on."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return "cpu"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train the K special rows and both heads of a frozen LLM; writes released-format checkpoints."""
+    from llm2vec_gen.model import LLM2VecGenModel
+    from llm2vec_gen.train.teach import load_teacher_cache
+    from llm2vec_gen.train.trainer import TrainConfig, Trainer
+
+    device = args.device or _init_distributed()
+    cache = load_teacher_cache(args.teacher_cache)
+    if args.init:
+        model = LLM2VecGenModel.from_pretrained(args.init, device=device, dtype=args.dtype)
+    elif args.base:
+        model = LLM2VecGenModel.from_base(
+            args.base, args.tokenizer or args.base, num_special_tokens=args.num_special_tokens,
+            teacher_dim=cache[1].shape[1], device=device, dtype=args.dtype, seed=args.seed,
+        )  # fmt: skip
+    else:
+        raise _UsageError("give --base (a causal LM to start from) or --init (a checkpoint to continue)")
+    config = TrainConfig(
+        output_dir=args.output_dir, lr=args.lr, warmup_steps=args.warmup_steps, total_steps=args.total_steps,
+        max_steps=args.max_steps, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+        max_length=args.max_length, distill=args.distill, recon_weight=args.recon_weight,
+        align_weight=args.align_weight, seed=args.seed, save_every=args.save_every,
+        gradient_checkpointing=args.gradient_checkpointing, resume=not args.no_resume,
+    )  # fmt: skip
+    try:
+        trainer = Trainer(model, args.data, cache, config)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    print(f"final checkpoint: {trainer.fit()}")
+    return 0
+
+
+def _add_train_commands(sub: argparse._SubParsersAction) -> None:
+    respond = sub.add_parser("respond", help="the LLM's own answers to queries", description=_cmd_respond.__doc__)
+    respond.add_argument("model", help="causal LM directory or hub id")
+    respond.add_argument("input", help="queries: .jsonl, .csv or .parquet with query and id fields")
+    respond.add_argument("output", help="answers, JSON lines {id, query, answer} (appended; resumes)")
+    respond.add_argument("--batch-size", type=_positive_int, default=16)
+    respond.add_argument("--max-new-tokens", type=_positive_int, default=512)
+    respond.add_argument("--max-length", type=_positive_int, default=512, help="max prompt tokens")
+    respond.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    respond.add_argument("--temperature", type=float, default=1.0)
+    respond.add_argument("--top-p", type=float, default=1.0)
+    respond.add_argument("--seed", type=int, default=42)
+    respond.add_argument("--no-chat-template", action="store_true", help="feed the raw query")
+    respond.add_argument("--query-field", default="query")
+    respond.add_argument("--id-field", default="id")
+    respond.add_argument("--device", default=None)
+    respond.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    respond.set_defaults(func=_usage_errors(_cmd_respond))
+
+    teach = sub.add_parser("teach", help="cache teacher embeddings of the answers", description=_cmd_teach.__doc__)
+    teach.add_argument("input", help="answers: .jsonl, .csv or .parquet with answer and id fields")
+    teach.add_argument("output", help="cache file (.safetensors)")
+    teach.add_argument("--teacher", default="minilm", help="minilm | sentence-transformers dir | HF encoder")
+    teach.add_argument("--pooling", choices=["mean", "cls"], default=None, help="for a plain HF encoder")
+    teach.add_argument("--batch-size", type=_positive_int, default=64)
+    teach.add_argument("--max-length", type=_positive_int, default=512)
+    teach.add_argument("--answer-field", default="answer")
+    teach.add_argument("--id-field", default="id")
+    teach.add_argument("--device", default=None)
+    teach.set_defaults(func=_usage_errors(_cmd_teach))
+
+    train = sub.add_parser("train", help="train an LLM2Vec-Gen encoder", description=_cmd_train.__doc__)
+    train.add_argument("data", help="training data: .jsonl, .csv or .parquet with id, query, answer")
+    train.add_argument("teacher_cache", help="teacher embeddings written by `llm2vec-gen teach`")
+    train.add_argument("output_dir", help="checkpoints (checkpoint-<step>/) and train_log.jsonl")
+    train.add_argument("--base", help="causal LM to start from (directory or hub id)")
+    train.add_argument("--tokenizer", help="tokenizer (default: --base)")
+    train.add_argument("--init", help="continue from a released-format checkpoint instead")
+    train.add_argument("--num-special-tokens", type=_positive_int, default=10)
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--warmup-steps", type=int, default=100)
+    train.add_argument("--total-steps", type=_positive_int, default=20_000, help="schedule length")
+    train.add_argument("--max-steps", type=_positive_int, default=None, help="stop here (default total)")
+    train.add_argument("--batch-size", type=_positive_int, default=32, help="global batch (all processes)")
+    train.add_argument("--micro-batch-size", type=_positive_int, default=None, help="per process forward")
+    train.add_argument("--max-length", type=_positive_int, default=512)
+    train.add_argument("--distill", choices=["mse", "cosine"], default="mse")
+    train.add_argument("--recon-weight", type=float, default=1.0)
+    train.add_argument("--align-weight", type=float, default=1.0)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--save-every", type=int, default=500)
+    train.add_argument("--gradient-checkpointing", action="store_true")
+    train.add_argument("--no-resume", action="store_true", help="ignore checkpoints in output_dir")
+    train.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
+    train.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    train.set_defaults(func=_usage_errors(_cmd_train))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm2vec-gen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42)
     demo.set_defaults(func=_cmd_demo)
     _add_integration_commands(sub)
+    _add_train_commands(sub)
     return parser
 
 

@@ -53,10 +53,9 @@ def encode_tail(
     if tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or bias.requires_grad)
-    backend = "torch"  # compiled kernels land next
+    backend = backend_for(device)
     if backend == "torch" or needs_grad:
         return encode_tail_reference(h, weight, bias, normalize)
-    del device
     return kernel("encode_tail", "forward", backend)(
         h.contiguous(), weight.contiguous(), bias.contiguous(), normalize, NORM_EPS
     )

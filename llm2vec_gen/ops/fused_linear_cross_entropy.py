@@ -17,9 +17,10 @@ log-sum-exp and loss in fp32, and in the same pass the gradient softmax - onehot
 "mean") written over the logits; then grad_hidden[chunk] = grad_logits @ weight and, when the weight
 or bias needs a gradient, grad_weight += grad_logits.T @ hidden[chunk], grad_bias += sum of rows.
 The gradients are thus computed in the forward (as in Liger-Kernel); backward only scales them by
-the incoming gradient. C is picked so one chunk's fp32 logits take at most ``CHUNK_BYTES``: at
-V = 151,669 that is 256 rows, 155 MB, against 2.5 GB of logits for N = 4096 (plus as much again for
-their gradient) in the eager composition.
+the incoming gradient. C is picked so one chunk's fp32 logits take at most ``CHUNK_BYTES`` (160 MiB):
+at V = 151,669 that is 274 rows for N = 4096, against 2.5 GB of logits (plus as much again for their
+gradient) in the eager composition. Besides that buffer the op holds grad_hidden [N, H] and, only when
+the weight trains, grad_weight [V, H] (accumulated in fp32 for bf16 / fp16 weights, cast at the end).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Literal
 import torch
 
 from llm2vec_gen._dispatch import backend_for, kernel
-from llm2vec_gen.ops._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from llm2vec_gen.ops._checks import check_same_device, check_tensor
 
 REDUCTIONS = ("mean", "sum")
 Reduction = Literal["mean", "sum"]
@@ -66,8 +67,9 @@ def fused_linear_cross_entropy_reference(
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, rows, scale, chunk, backend):
-        needs_h, needs_w, needs_b = ctx.needs_input_grad[:3]
+    def forward(ctx, hidden, weight, bias, labels, rows, scale, chunk, backend, grad_enabled):
+        # needs_input_grad follows requires_grad even under torch.no_grad(): check the mode too.
+        needs_h, needs_w, needs_b = (grad_enabled and needs for needs in ctx.needs_input_grad[:3])
         picked = hidden if rows is None else hidden.index_select(0, rows)  # [M, H]
         loss, grad_h, grad_w, grad_b = kernel("fused_linear_cross_entropy", "forward", backend)(
             picked, weight, labels, bias, scale, chunk, needs_h, needs_w, needs_b
@@ -84,7 +86,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grads = list(ctx.saved_tensors)
         if not bool(grad_loss == 1):
             grads = [None if g is None else g * grad_loss.to(g.dtype) for g in grads]
-        return *grads, None, None, None, None, None
+        return *grads, None, None, None, None, None, None
 
 
 def _check_labels(labels: torch.Tensor, vocab: int, ignore_index: int) -> torch.Tensor:
@@ -152,4 +154,5 @@ def fused_linear_cross_entropy(
         scale,
         chunk_rows(n_valid, vocab, CHUNK_BYTES),
         backend,
+        torch.is_grad_enabled(),
     )

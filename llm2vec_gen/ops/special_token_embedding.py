@@ -93,12 +93,8 @@ class _SpecialTokenEmbedding(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (slot,) = ctx.saved_tensors
-        grad_rows = None
-        if ctx.needs_input_grad[3]:
-            grad = grad_out.reshape(slot.shape[0], -1).contiguous()
-            grad_rows = kernel("special_token_embedding", "backward", ctx.backend)(grad, slot, ctx.k)
-            grad_rows = grad_rows.to(ctx.rows_dtype)
-        return None, None, None, grad_rows, None
+        grad_rows = kernel("special_token_embedding", "backward", ctx.backend)(grad_out, slot, ctx.k)
+        return None, None, None, grad_rows.to(ctx.rows_dtype), None
 
 
 def special_token_embedding(
@@ -111,19 +107,13 @@ def special_token_embedding(
     check_tensor("input_ids", input_ids, (2,), INDEX_DTYPES)
     device = check_same_device(input_ids=input_ids, weight=weight)
     _check_table(weight, special_ids, special_rows)
-    backend = "torch"  # compiled kernels land next
+    backend = backend_for(device)
     if backend == "torch" or input_ids.numel() == 0:
         bad = ~torch.isin(input_ids, special_ids) & ((input_ids < 0) | (input_ids >= weight.shape[0]))
         _raise_bad_ids(input_ids, bad, weight.shape[0])
         return special_token_embedding_reference(input_ids, weight, special_ids, special_rows)
-    del device
-    return _SpecialTokenEmbedding.apply(
-        input_ids.long().contiguous(),
-        weight.contiguous(),
-        special_ids.long().contiguous(),
-        special_rows,
-        backend,
-    )
+    ids, sids = input_ids.long().contiguous(), special_ids.long().contiguous()
+    return _SpecialTokenEmbedding.apply(ids, weight, sids, special_rows, backend)
 
 
 class SpecialTokenEmbedding(nn.Module):
@@ -155,4 +145,5 @@ class SpecialTokenEmbedding(nn.Module):
         return special_token_embedding(input_ids, self.base.weight, self.special_ids, self.special_rows)
 
     def extra_repr(self) -> str:
-        return f"vocab={self.base.num_embeddings}, hidden={self.base.embedding_dim}, k={self.special_ids.numel()}"
+        vocab, hidden = self.base.weight.shape
+        return f"vocab={vocab}, hidden={hidden}, k={self.special_ids.numel()}"
