@@ -39,10 +39,10 @@ def _special_token_embedding_forward_kernel(
     table_mask = cmask & (slot_b < 0) & (tid_b >= 0) & (tid_b < V)
     safe_slot = tl.maximum(slot, 0).to(tl.int64)
     safe_tid = tl.where(in_table, tid, 0)
-    special = tl.load(ROWS + safe_slot * H + cols, mask=special_mask, other=0.0).to(tl.float32)
-    base = tl.load(W + safe_tid * stride_w + cols, mask=table_mask, other=0.0).to(tl.float32)
-    row = tl.where(slot_b >= 0, special, base)
-    tl.store(OUT + tok * H + cols, row.to(OUT.dtype.element_ty), mask=cmask)
+    # A copy in the table's dtype (ROWS was cast to it on the host): no conversion, bits preserved.
+    special = tl.load(ROWS + safe_slot * H + cols, mask=special_mask, other=0.0)
+    base = tl.load(W + safe_tid * stride_w + cols, mask=table_mask, other=0.0)
+    tl.store(OUT + tok * H + cols, tl.where(slot_b >= 0, special, base), mask=cmask)
     if hb == 0:
         tl.store(SLOT + tok, tl.where((slot >= 0) | in_table, slot, -2).to(tl.int32))
 
@@ -101,7 +101,7 @@ def special_token_embedding_backward(grad_out: torch.Tensor, slot: torch.Tensor,
     hidden = grad.shape[1]
     # Base positions (slot -1) sort first; the special ones follow grouped by k, in position order.
     order = torch.sort(slots, stable=True).indices.to(torch.int32)
-    counts = torch.bincount(slots.clamp_min(-1).long() + 1, minlength=k + 1)
+    counts = torch.bincount(slots.long() + 1, minlength=k + 1)  # slots are >= -1 here
     start = torch.cumsum(counts, 0).to(torch.int32)  # start[j] = first position of slot j
     out = torch.empty(k, hidden, device=grad.device, dtype=torch.float32)
     block_h = min(_block_h(hidden), 256)

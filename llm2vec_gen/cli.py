@@ -111,45 +111,55 @@ def _instruction(args: argparse.Namespace) -> str | None:
 
 @_usage_errors
 def _cmd_encode(args: argparse.Namespace) -> int:
-    """Texts file in -> embeddings file out (ids kept); under torchrun each rank encodes one shard."""
+    """Texts file in -> embeddings file out (ids kept), streamed chunk by chunk; --resume continues a
+    killed run. Under torchrun each rank encodes one shard."""
     from pathlib import Path
 
-    from llm2vec_gen.integrations import distributed
-    from llm2vec_gen.integrations.files import OUTPUT_SUFFIXES, write_embeddings
+    from llm2vec_gen.integrations import distributed, stream_encode
+    from llm2vec_gen.integrations.files import OUTPUT_SUFFIXES, InputError
 
     if Path(args.output).suffix.lower() not in OUTPUT_SUFFIXES:
         raise _UsageError(f"output {args.output}: use one of {', '.join(OUTPUT_SUFFIXES)}")
+    if args.save_recon and Path(args.save_recon).suffix.lower() != ".npy":
+        raise _UsageError(f"--save-recon {args.save_recon}: use a .npy file")
     _check_checkpoint(args.checkpoint)
-    ids, texts = _read_inputs(args)
+    try:
+        stream_encode.check_input(args.input, args.text_field, args.id_field, args.bad_bytes)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _UsageError(str(exc)) from exc
     kwargs = dict(batch_size=args.batch_size, max_length=args.max_length, instruction=_instruction(args))
-    kwargs.update(normalize=args.normalize, show_progress_bar=args.progress)
+    kwargs.update(normalize=args.normalize)
     start = time.perf_counter()
     if distributed.is_launched():
-        if args.save_recon:
-            raise _UsageError("--save-recon is not supported under torchrun")
+        if args.save_recon or args.resume:
+            raise _UsageError("--save-recon and --resume are not supported under torchrun")
         import torch.distributed as dist
 
+        ids, texts = _read_inputs(args)
         info = distributed.setup()
         model = _load_model(args, device=str(info.device))
         shard_dir = args.shard_dir or f"{args.output}.shards"
+        kwargs.update(show_progress_bar=args.progress)
         distributed.encode_distributed(model, texts, shard_dir, ids=ids, output=args.output, **kwargs)
         dist.destroy_process_group()
         if info.rank != 0:
             return 0
-        where = f"{info.world_size} ranks"
+        done, where = f"{len(texts)} texts", f"{info.world_size} ranks"
     else:
         model = _load_model(args)
-        if args.save_recon:
-            import numpy as np
-
-            emb, recon = model.encode(texts, return_recon_states=True, **kwargs)
-            np.save(args.save_recon, recon)
-        else:
-            emb = model.encode(texts, **kwargs)
-        write_embeddings(args.output, ids, emb)
-        where = str(model.device)
+        settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "dtype": str(model.llm.dtype)}
+        try:
+            result = stream_encode.encode_file(
+                model, args.input, args.output, text_field=args.text_field, id_field=args.id_field,
+                chunk_rows=args.chunk_rows, resume=args.resume, recon_output=args.save_recon,
+                bad_bytes=args.bad_bytes, settings=settings, progress=args.progress, **kwargs,
+            )  # fmt: skip
+        except (InputError, ValueError) as exc:
+            raise _UsageError(str(exc)) from exc
+        resumed = f", {result.resumed_rows} resumed" if result.resumed_rows else ""
+        done, where = f"{result.rows} texts in {result.chunks} chunks{resumed}", str(model.device)
     elapsed = time.perf_counter() - start
-    print(f"encoded {len(texts)} texts on {where} in {elapsed:.2f}s (load + encode) -> {args.output}")
+    print(f"encoded {done} on {where} in {elapsed:.2f}s (load + encode) -> {args.output}")
     return 0
 
 
@@ -272,6 +282,12 @@ def _add_integration_commands(sub: argparse._SubParsersAction) -> None:
     encode.add_argument("--save-recon", metavar="NPY", help="also save the recon states [N, K, H] (.npy)")
     encode.add_argument("--shard-dir", help="torchrun: shared directory for shards (default OUTPUT.shards)")
     encode.add_argument("--progress", action="store_true", help="show a progress bar")
+    encode.add_argument("--chunk-rows", type=_positive_int, default=4096,
+                        help="texts read, encoded and committed at a time (default 4096)")  # fmt: skip
+    encode.add_argument("--resume", action="store_true",
+                        help="continue a killed run from OUTPUT.parts/ (same input and options)")  # fmt: skip
+    encode.add_argument("--bad-bytes", choices=["error", "replace"], default="error",
+                        help="non-UTF-8 bytes: fail naming the line (default) or use U+FFFD")  # fmt: skip
     encode.set_defaults(func=_cmd_encode)
 
     decode = sub.add_parser("decode", help="texts or recon states to text", description=_cmd_decode.__doc__)

@@ -75,6 +75,22 @@ def test_no_special_token_present_gives_zero_grad(backend):
     assert torch.equal(special_rows.grad, torch.zeros(3, 9))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_other_table_dtypes_copy_exactly(backend, dtype):
+    ids, weight, special_ids, special_rows = _inputs(3, 5, 11, dtype=dtype)
+    out = special_token_embedding(ids, weight, special_ids, special_rows)
+    assert out.dtype == dtype
+    assert torch.equal(out, _peft_style(ids, weight, special_ids, special_rows.detach()))
+
+
+def test_empty_sequence(backend):
+    ids, weight, special_ids, special_rows = _inputs(2, 3, 6)
+    out = special_token_embedding(ids[:, :0], weight, special_ids, special_rows)
+    assert out.shape == (2, 0, 6)
+    out.sum().backward()
+    assert torch.equal(special_rows.grad, torch.zeros(3, 6))
+
+
 def test_int32_ids_and_fp64_rows(backend):
     ids, weight, special_ids, special_rows = _inputs(3, 4, 6)
     rows = special_rows.detach().double().requires_grad_()

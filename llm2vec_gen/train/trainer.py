@@ -22,6 +22,7 @@ import math
 import random
 import resource
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -257,7 +258,9 @@ class Trainer:
             self.consecutive_bad += 1
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a skipped step still advances the schedule, with the data
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.scheduler.step()
         self.step += 1
         if self.consecutive_bad >= cfg.max_bad_steps:
             raise RuntimeError(
