@@ -324,7 +324,8 @@ def _cmd_respond(args: argparse.Namespace) -> int:
     from llm2vec_gen.train.respond import respond
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else None)
+    cuda_default = torch.bfloat16 if device.startswith("cuda") else None
+    dtype = getattr(torch, args.dtype) if args.dtype else cuda_default
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
     n = respond(
@@ -400,7 +401,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train_commands(sub: argparse._SubParsersAction) -> None:
-    respond = sub.add_parser("respond", help="the LLM's own answers to queries", description=_cmd_respond.__doc__)
+    respond = sub.add_parser(
+        "respond", help="the LLM's own answers to queries", description=_cmd_respond.__doc__
+    )
     respond.add_argument("model", help="causal LM directory or hub id")
     respond.add_argument("input", help="queries: .jsonl, .csv or .parquet with query and id fields")
     respond.add_argument("output", help="answers, JSON lines {id, query, answer} (appended; resumes)")
@@ -418,7 +421,9 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     respond.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     respond.set_defaults(func=_usage_errors(_cmd_respond))
 
-    teach = sub.add_parser("teach", help="cache teacher embeddings of the answers", description=_cmd_teach.__doc__)
+    teach = sub.add_parser(
+        "teach", help="cache teacher embeddings of the answers", description=_cmd_teach.__doc__
+    )
     teach.add_argument("input", help="answers: .jsonl, .csv or .parquet with answer and id fields")
     teach.add_argument("output", help="cache file (.safetensors)")
     teach.add_argument("--teacher", default="minilm", help="minilm | sentence-transformers dir | HF encoder")

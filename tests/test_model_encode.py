@@ -147,3 +147,18 @@ def test_llama_base_past_table():
     assert bool((model.special_ids >= llm.get_input_embeddings().weight.shape[0]).all())
     got = model.encode(["llama text", ""], convert_to_tensor=True)
     assert got.shape == (2, 8) and bool(torch.isfinite(got).all())
+
+
+def test_bf16_llm_close_to_fp32(model):
+    """The LM in bf16 (the CUDA default): rows, heads and pooling stay fp32; embeddings stay close."""
+    import copy
+
+    low = copy.deepcopy(model)
+    low.llm.to(torch.bfloat16)
+    assert low.special_rows.dtype == low.recon_head.weight.dtype == torch.float32
+    got = low.encode(TEXTS, convert_to_tensor=True)
+    assert got.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(got, model.encode(TEXTS, convert_to_tensor=True), dim=-1)
+    assert bool((cos > 0.999).all()), cos.tolist()
+    recon = low.get_recon_hidden_states(TEXTS[:2])
+    assert len(low.decode(recon, max_new_tokens=3)) == 2

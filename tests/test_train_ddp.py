@@ -6,16 +6,16 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import save_file
+from test_train_loop import bert_tokenizer
 
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import tiny_qwen3
 from llm2vec_gen.train import TrainConfig, Trainer
 from llm2vec_gen.train.checkpoint import load_state
 from llm2vec_gen.train.data import DEMO_CORPUS, read_records
-
-from test_train_loop import bert_tokenizer
 
 
 def _free_port() -> int:
@@ -39,26 +39,24 @@ def test_two_processes_equal_one(tmp_path):
             "--max-steps", "2", "--total-steps", "10", "--warmup-steps", "1", "--lr", "1e-2",
             "--max-length", "40", "--save-every", "0"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), "-m", "llm2vec_gen.cli", "train", str(data), str(cache), str(tmp_path / "ddp"), *args]  # fmt: skip
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--master_port", str(_free_port())]  # fmt: skip
+    cmd = [*launch, "-m", "llm2vec_gen.cli", "train", str(data), str(cache), str(tmp_path / "ddp"), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    model = LLM2VecGenModel.from_base(str(base), str(base), num_special_tokens=4, teacher_dim=384, device="cpu", seed=42)
+    model = LLM2VecGenModel.from_base(
+        str(base), str(base), num_special_tokens=4, teacher_dim=384, device="cpu", seed=42
+    )
     cfg = TrainConfig(output_dir=str(tmp_path / "one"), batch_size=8, micro_batch_size=2, max_steps=2,
-                      total_steps=10, warmup_steps=1, lr=1e-2, max_length=40, save_every=0, progress=False)  # fmt: skip
+                      total_steps=10, warmup_steps=1, lr=1e-2, max_length=40, save_every=0,
+                      progress=False)  # fmt: skip
     Trainer(model, str(data), str(cache), cfg).fit()
 
     one, two = load_state(tmp_path / "one" / "checkpoint-2"), load_state(tmp_path / "ddp" / "checkpoint-2")
     assert two["step"] == 2
     for a, b in zip(one["trainable"], two["trainable"], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-    log = [json.loads(line) for line in open(tmp_path / "ddp" / "train_log.jsonl")]
-    ref = [json.loads(line) for line in open(tmp_path / "one" / "train_log.jsonl")]
-    assert [r["loss"] for r in log] == [pytest_approx(r["loss"]) for r in ref]
-
-
-def pytest_approx(x):
-    import pytest
-
-    return pytest.approx(x, rel=1e-5)
+    log = [json.loads(line) for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref], rel=1e-5)

@@ -56,7 +56,9 @@ def pretrained_tiny_lm(records, steps=80):
     llm.train()
     for _ in range(steps):
         idx = torch.randperm(len(records), generator=g)[:32]
-        hidden = llm.model(input_ids=enc.input_ids[idx], attention_mask=enc.attention_mask[idx]).last_hidden_state
+        hidden = llm.model(
+            input_ids=enc.input_ids[idx], attention_mask=enc.attention_mask[idx]
+        ).last_hidden_state
         logits = hidden[:, :-1] @ llm.lm_head.weight[used].T
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[idx][:, 1:].flatten())
         opt.zero_grad()
@@ -86,7 +88,7 @@ def test_short_run_lowers_reconstruction_ce(tmp_path):
     final = trainer.fit()
     after = mean_ce(trainer, probe)
     assert after <= 0.7 * before, f"CE {before:.3f} -> {after:.3f}"
-    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 31))
     assert all(r["tokens_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in log)
     reloaded = LLM2VecGenModel.from_pretrained(final, base_model=model.llm, device="cpu")
@@ -112,7 +114,7 @@ def test_resume_is_exact(tmp_path):
     (tmp_path / "b" / ".tmp-checkpoint-5").mkdir()  # a torn save is ignored
     resumed = _run(tmp_path / "b", records, cache, steps=6, save_every=3)
     assert resumed.step == straight.step == 6
-    for p, q in zip(straight.params, resumed.params):
+    for p, q in zip(straight.params, resumed.params, strict=True):
         assert torch.equal(p, q)
     assert last_checkpoint(tmp_path / "b").name == "checkpoint-6"
     s1, s2 = load_state(tmp_path / "a" / "checkpoint-6"), load_state(tmp_path / "b" / "checkpoint-6")

@@ -23,7 +23,9 @@ def make_model(arch="qwen3", dtype=torch.float32, hidden=48):
     tok = qwen_tokenizer()
     factory = tiny_qwen3 if arch == "qwen3" else tiny_llama
     llm = factory(len(tok), hidden_size=hidden, num_layers=2, dtype=dtype)
-    model = LLM2VecGenModel.from_base(llm, tok, num_special_tokens=K, teacher_dim=TEACHER_DIM, device="cpu", dtype=dtype)
+    model = LLM2VecGenModel.from_base(
+        llm, tok, num_special_tokens=K, teacher_dim=TEACHER_DIM, device="cpu", dtype=dtype
+    )
     with torch.no_grad():  # move the rows off the table's mean so the encoder sees distinct tokens
         model.special_rows.normal_(0, 0.02)
     return model
@@ -55,7 +57,9 @@ def reference_loss(model, records, teacher, kind="mse"):
     dec_labels = torch.stack(labs)
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), dec_labels[:, 1:].flatten(), ignore_index=-100)
     pooled = emb.mean(1)
-    distill = F.mse_loss(pooled, teacher) if kind == "mse" else (1 - F.cosine_similarity(pooled, teacher)).mean()
+    distill = (
+        F.mse_loss(pooled, teacher) if kind == "mse" else (1 - F.cosine_similarity(pooled, teacher)).mean()
+    )
     return ce + distill
 
 
@@ -87,7 +91,9 @@ def test_step_matches_reference(arch, kind):
     ref_grads = grads(model)
 
     assert abs(ours.loss.item() - ref.item()) <= 1e-5 * abs(ref.item())
-    for name, g, rg in zip(["special_rows", "recon.w", "recon.b", "align.w", "align.b"], ours_grads, ref_grads):
+    for name, g, rg in zip(
+        ["special_rows", "recon.w", "recon.b", "align.w", "align.b"], ours_grads, ref_grads, strict=True
+    ):
         assert rel_err(g, rg) <= 1e-4, f"{name}: relative error {rel_err(g, rg):.3g}"
 
 

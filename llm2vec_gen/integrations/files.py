@@ -225,8 +225,9 @@ def _check_output(path: Path) -> str:
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` a temporary file beside ``path``, fsync it, rename it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """``write(tmp)`` a temporary file beside ``path``, fsync it, rename it onto ``path`` (a later
+    run overwrites the temporary file a killed one left)."""
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

@@ -1,8 +1,8 @@
 """Training, from unlabelled queries to a released-format checkpoint.
 
-    respond  the LLM's own answers to the queries (KV-cached generation, resumable)
-    teach    the teacher's embeddings of the answers, computed once and cached by id
-    train    the K special rows and both heads of the frozen LLM (``Trainer`` / ``train``)
+respond  the LLM's own answers to the queries (KV-cached generation, resumable)
+teach    the teacher's embeddings of the answers, computed once and cached by id
+train    the K special rows and both heads of the frozen LLM (``Trainer`` / ``train``)
 """
 
 from llm2vec_gen.train.data import DEMO_CORPUS, read_records

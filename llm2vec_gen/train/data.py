@@ -119,7 +119,7 @@ class TokenizedData:
 
     def lengths(self, num_special: int) -> list[int]:
         """Real tokens per example: query + K + answer (the compute each example costs)."""
-        return [len(q) + num_special + len(a) for q, a in zip(self.query_ids, self.answer_ids)]
+        return [len(q) + num_special + len(a) for q, a in zip(self.query_ids, self.answer_ids, strict=True)]
 
 
 def tokenize_records(
@@ -140,7 +140,7 @@ def tokenize_records(
     )["input_ids"]
     pad = tokenizer.pad_token_id
     labels = [[-100 if t == pad else t for t in a] for a in answers]
-    for rec, a, lab in zip(records, answers, labels):
+    for rec, a, lab in zip(records, answers, labels, strict=True):
         if not a or all(t == -100 for t in lab):
             raise ValueError(f"example {rec['id']!r}: the answer has no token to predict")
     return TokenizedData([r["id"] for r in records], queries, answers, labels)

@@ -131,7 +131,7 @@ def respond(
                 chat_template,
                 max_length,
             )
-            for rec, ans in zip(chunk, answers):
+            for rec, ans in zip(chunk, answers, strict=True):
                 f.write(json.dumps({"id": rec["id"], "query": rec["query"], "answer": ans}) + "\n")
             f.flush()
             os.fsync(f.fileno())

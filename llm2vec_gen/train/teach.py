@@ -115,7 +115,8 @@ def load_teacher_cache(path: str | Path) -> tuple[list[str], torch.Tensor]:
     """(ids, fp32 [N, D] embeddings) of a cache written by ``teach``."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-        if "ids" not in meta or "embeddings" not in f.keys():
+        names = set(f.keys())
+        if "ids" not in meta or "embeddings" not in names:
             raise ValueError(f"{path} is not a teacher cache (needs tensor 'embeddings' and metadata 'ids')")
         ids = json.loads(meta["ids"])
         emb = f.get_tensor("embeddings").float()

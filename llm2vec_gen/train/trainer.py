@@ -231,21 +231,22 @@ class Trainer:
                     checkpointing=cfg.gradient_checkpointing,
                 )  # fmt: skip
             out.loss.backward()
+            tokens = batch.num_tokens + self.k * out.rows
             stats += torch.tensor(
-                [out.loss.item(), out.ce_sum.item(), out.distill.item() * out.rows, batch.num_tokens + self.k * out.rows],
+                [out.loss.item(), out.ce_sum.item(), out.distill.item() * out.rows, tokens],
                 dtype=torch.float64,
-            )  # fmt: skip
+            )
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         if self.world > 1:
             flat = torch.cat([g.flatten().double() for g in grads] + [stats.to(grads[0].device)])
             dist.all_reduce(flat)
             stats = flat[-4:].cpu()
             offset = 0
-            for p, g in zip(self.params, grads):
+            for p, g in zip(self.params, grads, strict=True):
                 p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
                 offset += g.numel()
         else:
-            for p, g in zip(self.params, grads):
+            for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
         loss = float(stats[0])
