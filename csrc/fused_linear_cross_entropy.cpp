@@ -123,9 +123,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_linear_cross_en
   const at::Tensor w = weight.contiguous();
   const at::Tensor y = labels.contiguous();
   const int64_t rows = h.size(0), vocab = w.size(0);
+  TORCH_CHECK(rows == 0 || (y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < vocab),
+              "labels must lie in [0, ", vocab, ")");
   const auto dtype = h.scalar_type();
   const auto acc_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const bool low_precision = dtype != acc_dtype;
+  TORCH_CHECK(w.scalar_type() == dtype && (!bias.has_value() || bias->scalar_type() == dtype),
+              "weight and bias must have hidden's dtype");
   const bool any_grad = grad_hidden || grad_weight || grad_bias;
 
   at::Tensor logits = at::empty({std::min(chunk_rows, std::max<int64_t>(rows, 1)), vocab}, h.options());

@@ -259,3 +259,12 @@ ZEROS3 = torch.zeros(3, dtype=torch.long)
 def test_bad_input(backend, hidden, weight, labels, kwargs, error, match):
     with pytest.raises(error, match=match):
         fused_linear_cross_entropy(hidden, weight, labels, **kwargs)
+
+
+@pytest.mark.skipif(_dispatch.extension() is None, reason="llm2vec_gen._C is not built")
+def test_cpp_kernel_rejects_bad_labels_itself():
+    """The compiled kernel checks its label range too, so a direct call cannot read out of bounds."""
+    hidden, weight, _, _ = _inputs(3, 4, 11, torch.float32)
+    forward = _dispatch.kernel("fused_linear_cross_entropy", "forward", "cpp")
+    with pytest.raises(RuntimeError, match=r"labels must lie in \[0, 11\)"):
+        forward(hidden.detach(), weight, torch.tensor([0, 11, 2]), None, 1.0, 2, True, False, False)

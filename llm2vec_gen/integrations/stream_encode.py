@@ -6,10 +6,11 @@ is encoded and committed to an append-only store beside the output, ``<output>.p
     chunk-000000.npy        fp32 [n, D] embeddings of chunk 0
     chunk-000000.ids.json   its n ids
     chunk-000000.recon.npy  fp32 [n, N, H] recon states (only with a recon output)
-    manifest.json           the settings, the committed chunks and whether the input is exhausted
+    manifest.json           the settings, the number of committed chunks and rows, whether the
+                            input is exhausted (a few hundred bytes, however long the run)
 
 A chunk's files are written to temporary names, fsynced and renamed; the manifest is rewritten the
-same way (and the directory fsynced) only after them, so it names only chunks that are complete on
+same way (and the directory fsynced) only after them, so it counts only chunks that are complete on
 disk. A kill at any point loses at most the chunk being encoded: ``resume=True`` reads the manifest,
 checks that the input file and the settings are unchanged, skips the committed records without
 encoding them and goes on; files of a chunk the manifest does not list are overwritten. When the
@@ -102,34 +103,39 @@ def _open_store(store: Path, settings: dict, resume: bool) -> dict:
     if store.exists():
         shutil.rmtree(store)
     store.mkdir(parents=True)
-    manifest = {"format": FORMAT, "settings": settings, "chunks": [], "rows": 0, "done": False}
+    manifest = {"format": FORMAT, "settings": settings, "chunks": 0, "rows": 0, "done": False}
     _write_manifest(store, manifest)
     return manifest
 
 
-def _chunk_names(index: int, recon: bool) -> dict[str, str]:
-    names = {"emb": f"chunk-{index:06d}.npy", "ids": f"chunk-{index:06d}.ids.json"}
-    if recon:
-        names["recon"] = f"chunk-{index:06d}.recon.npy"
-    return names
+def chunk_file(store: Path, index: int, kind: str) -> Path:
+    """File of chunk ``index``: kind "emb" (.npy), "ids" (.ids.json) or "recon" (.recon.npy)."""
+    suffix = {"emb": ".npy", "ids": ".ids.json", "recon": ".recon.npy"}[kind]
+    return store / f"chunk-{index:06d}{suffix}"
 
 
-def _save_chunk(store: Path, index: int, ids: list[str], emb: np.ndarray, recon: np.ndarray | None) -> dict:
-    names = _chunk_names(index, recon is not None)
-    _commit(store / names["emb"], lambda f: np.save(f, np.ascontiguousarray(emb, dtype=np.float32)))
+def _save_chunk(store: Path, index: int, ids: list[str], emb: np.ndarray, recon: np.ndarray | None) -> None:
+    as_f32 = np.ascontiguousarray
+    _commit(chunk_file(store, index, "emb"), lambda f: np.save(f, as_f32(emb, dtype=np.float32)))
     if recon is not None:
-        _commit(store / names["recon"], lambda f: np.save(f, np.ascontiguousarray(recon, dtype=np.float32)))
-    _commit(store / names["ids"], lambda f: f.write(json.dumps(ids).encode()))
-    return {"rows": len(ids), **names}
+        _commit(chunk_file(store, index, "recon"), lambda f: np.save(f, as_f32(recon, dtype=np.float32)))
+    _commit(chunk_file(store, index, "ids"), lambda f: f.write(json.dumps(ids).encode()))
+
+
+def _check_skipped(input_path: Path, skipped: int, committed_rows: int) -> None:
+    if skipped != committed_rows:
+        raise ValueError(
+            f"{input_path} now holds {skipped} records where {committed_rows} were committed; start over"
+        )
 
 
 def _merge(store: Path, manifest: dict, output: Path, recon_output: Path | None, dim: int) -> None:
-    chunks = manifest["chunks"]
+    chunks = range(manifest["chunks"])
 
     def parts() -> Iterator[tuple[list[str], np.ndarray]]:
-        for chunk in chunks:
-            ids = json.loads((store / chunk["ids"]).read_text(encoding="utf-8"))
-            yield ids, np.load(store / chunk["emb"], mmap_mode="r")
+        for index in chunks:
+            ids = json.loads(chunk_file(store, index, "ids").read_text(encoding="utf-8"))
+            yield ids, np.load(chunk_file(store, index, "emb"), mmap_mode="r")
 
     files.write_embeddings_stream(output, parts, manifest["rows"], dim)
     if recon_output is not None:
@@ -138,8 +144,9 @@ def _merge(store: Path, manifest: dict, output: Path, recon_output: Path | None,
         def write(f) -> None:
             shape = (manifest["rows"], *trailing)
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
-            for chunk in chunks:
-                f.write(np.ascontiguousarray(np.load(store / chunk["recon"], mmap_mode="r"), "<f4").tobytes())
+            for index in chunks:
+                recon = np.load(chunk_file(store, index, "recon"), mmap_mode="r")
+                f.write(np.ascontiguousarray(recon, "<f4").tobytes())
 
         _commit(recon_output, write)
 
@@ -186,35 +193,37 @@ def encode_file(
         **(settings or {}),
     }
     manifest = _open_store(store, json.loads(json.dumps(full_settings)), resume)
-    committed = len(manifest["chunks"])
-    resumed_rows = manifest["rows"]
+    committed, resumed_rows = manifest["chunks"], manifest["rows"]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="Encoding", unit="text", initial=resumed_rows)
     if not manifest["done"]:
+        skipped = 0
         for index, (ids, texts) in enumerate(chunk_iter):
             if index < committed:
-                if len(ids) != manifest["chunks"][index]["rows"]:
-                    raise ValueError(f"{input_path} changed since chunk {index} was committed; start over")
+                skipped += len(ids)
                 continue
+            _check_skipped(input_path, skipped, resumed_rows)
             if recon_output is not None:
                 emb, recon = model.encode(texts, return_recon_states=True, **encode_kwargs)
             else:
                 emb, recon = model.encode(texts, **encode_kwargs), None
-            manifest["chunks"].append(_save_chunk(store, index, ids, emb, recon))
+            _save_chunk(store, index, ids, emb, recon)
+            manifest["chunks"] += 1
             manifest["rows"] += len(ids)
             _write_manifest(store, manifest)
             if bar is not None:
                 bar.update(len(ids))
+        _check_skipped(input_path, skipped, resumed_rows)
         manifest["done"] = True
         _write_manifest(store, manifest)
     if bar is not None:
         bar.close()
     _merge(store, manifest, output, recon_output, dim)
     shutil.rmtree(store)
-    return StreamResult(manifest["rows"], len(manifest["chunks"]), resumed_rows, output)
+    return StreamResult(manifest["rows"], manifest["chunks"], resumed_rows, output)
 
 
 def check_input(

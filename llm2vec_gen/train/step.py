@@ -123,7 +123,7 @@ def step_loss(
     ce_sum = fused_linear_cross_entropy(
         hidden[counted].to(weight.dtype), weight, labels[counted], reduction="sum", bias=bias
     )
-    distill = distill_loss(a, batch.teacher.to(a.dtype), kind=kind, check_finite=False)
+    distill = distill_loss(a.float(), batch.teacher.float(), kind=kind, check_finite=False)
     bsz = a.shape[0]
     loss = recon_weight * ce_sum / max(ce_count, 1) + align_weight * distill * (bsz / rows)
     return StepOutput(loss, ce_sum.detach().float(), int(counted.sum()), distill.detach().float(), bsz)
