@@ -13,8 +13,11 @@ A checkpoint directory holds (see DESIGN.md section 3)::
     reconstruction_mlp          torch.save({"state_dict": {"projection.weight", "projection.bias"},
     alignment_mlp                           "config": {input_dim, output_dim, dtype, size, pooling_mode}})
 
-Reading never loads the [len(tokenizer), H] table of the adapter (only the K rows). Every file is
-written atomically: to a temporary file in the same directory, fsync'ed, then renamed into place.
+Reading never loads the [len(tokenizer), H] table of the adapter (only the K rows). A file that
+cannot be parsed (truncated, corrupted) raises ValueError naming it; a head whose pickle holds
+anything but tensors and plain data is refused by ``weights_only`` (UnpicklingError naming the file,
+nothing is executed). Every file is written atomically: to a temporary file in the same directory,
+fsync'ed, then renamed into place.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -58,6 +62,36 @@ def check_files(path: str | os.PathLike) -> None:
         raise FileNotFoundError(
             f"{path} is not a complete LLM2Vec-Gen checkpoint: missing {', '.join(missing)}"
         )
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+# What reading a damaged file raises: torch.load (RuntimeError from its zip reader, OSError, EOFError,
+# ValueError), safetensors, json and text decoding (JSONDecodeError, UnicodeDecodeError: ValueErrors).
+_PARSE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, SafetensorError)
+
+
+@contextlib.contextmanager
+def _parsing(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a failure to parse ``path`` as ValueError naming it. A missing or unreadable file keeps
+    its OSError; a pickle refused by ``weights_only`` stays UnpicklingError, now naming the file."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except pickle.UnpicklingError as exc:
+        raise pickle.UnpicklingError(f"{path}: {exc}") from exc
+    except _PARSE_ERRORS as exc:
+        raise ValueError(f"{path}: truncated or corrupted ({type(exc).__name__}: {exc})") from exc
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON file holding one object; ValueError naming the file if it does not parse or is not one."""
+    with _parsing(path):
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 # ---------------------------------------------------------------------------------------- atomic I/O
@@ -121,7 +155,8 @@ _TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/", _plain)
 def read_run_config(path: str | os.PathLike) -> dict[str, Any]:
     """Parse run_config.yml. The reference appends ``f"{key}: {value}"`` lines; values that are not
     valid YAML (a repr such as ``<Enum.X: 'x'>``) are kept as raw strings, line by line."""
-    text = Path(path).read_text(encoding="utf-8")
+    with _parsing(path):
+        text = Path(path).read_text(encoding="utf-8")
     try:
         config = yaml.load(text, Loader=_TolerantLoader)
     except yaml.YAMLError:
@@ -168,7 +203,7 @@ def read_encoder_decoder_config(path: str | os.PathLike) -> dict[str, Any]:
     config = {"encoding_mode": DEFAULT_ENCODING_MODE, "save_decoder": False}
     file = Path(path) / ENCODER_DECODER_CONFIG
     if file.is_file():
-        config.update(json.loads(file.read_text(encoding="utf-8")))
+        config.update(read_json(file))
     return config
 
 
@@ -188,7 +223,7 @@ def encoding_tokens(encoding_mode: str, num_special_tokens: int) -> int:
 
 def read_token_indices(path: str | os.PathLike) -> list[int]:
     """token_indices (the K special ids) of ``path``/encoder/adapter_config.json."""
-    config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    config = read_json(Path(path) / ADAPTER_CONFIG)
     if config.get("peft_type") != "TRAINABLE_TOKENS":
         raise ValueError(
             f"{ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r} is not supported "
@@ -202,11 +237,12 @@ def read_token_indices(path: str | os.PathLike) -> list[int]:
 
 def read_delta(path: str | os.PathLike, k: int) -> torch.Tensor:
     """trainable_tokens_delta [K, H] fp32 of ``path``/encoder; the [V', H] table is never read."""
-    with safe_open(Path(path) / ADAPTER_WEIGHTS, framework="pt") as f:
+    file = Path(path) / ADAPTER_WEIGHTS
+    with _parsing(file), safe_open(file, framework="pt") as f:
         keys = [key for key in f.keys() if key.endswith("trainable_tokens_delta")]  # noqa: SIM118
-        if len(keys) != 1:
-            raise ValueError(f"{ADAPTER_WEIGHTS}: expected one trainable_tokens_delta tensor, found {keys}")
-        delta = f.get_tensor(keys[0]).float()
+        delta = f.get_tensor(keys[0]).float() if len(keys) == 1 else None
+    if delta is None:
+        raise ValueError(f"{ADAPTER_WEIGHTS}: expected one trainable_tokens_delta tensor, found {keys}")
     if delta.dim() != 2 or delta.shape[0] != k:
         raise ValueError(
             f"{ADAPTER_WEIGHTS}: trainable_tokens_delta has shape {tuple(delta.shape)}, expected "
@@ -259,7 +295,8 @@ def write_adapter(
 
 def read_head(path: str | os.PathLike) -> nn.Linear:
     """Load a reconstruction_mlp / alignment_mlp file (weights_only) as an fp32 nn.Linear."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    with _parsing(path):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     name = Path(path).name
     try:
         config, state = saved["config"], saved["state_dict"]

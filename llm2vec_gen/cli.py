@@ -5,41 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+
+
+def _default_cache_dir() -> Path:
+    from llm2vec_gen.tiny import cache_root
+
+    return cache_root()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Offline demo: distil student vectors toward the real all-MiniLM-L6-v2 teacher embeddings."""
-    import torch
+    """The offline end-to-end pipeline (llm2vec_gen/demo.py): tiny LLM, teach, train, save, eval, decode."""
+    from llm2vec_gen.demo import run_demo
 
-    from llm2vec_gen import backend_for
-    from llm2vec_gen.ops import distill_loss
-    from llm2vec_gen.teachers import minilm_embed
-
-    texts = [
-        "How do I bake sourdough bread at home?",
-        "Sourdough needs an active starter, flour, water and salt; bake at 250 C in a Dutch oven.",
-        "What is the capital of France?",
-        "Paris is the capital and largest city of France.",
-        "Explain gradient descent in one sentence.",
-        "Gradient descent moves parameters against the gradient of the loss to reduce it.",
-    ]
-    teacher = minilm_embed(texts)
-    torch.manual_seed(args.seed)
-    student = torch.randn(len(texts), 10, teacher.shape[1], requires_grad=True)
-    opt = torch.optim.Adam([student], lr=0.05)
-    print(f"teacher: all-MiniLM-L6-v2, {len(texts)} texts -> {tuple(teacher.shape)}")
-    print(f"backend for CPU tensors: {backend_for(student.device)}")
-    start = time.perf_counter()
-    for step in range(args.steps + 1):
-        loss = distill_loss(student, teacher, kind=args.kind)
-        if step % max(1, args.steps // 5) == 0:
-            print(f"step {step:4d}  {args.kind} distill loss {loss.item():.6f}")
-        if step == args.steps:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    print(f"{args.steps} steps in {time.perf_counter() - start:.2f}s")
+    run_demo(args.model, Path(args.output_dir), Path(args.cache_dir), steps=args.steps,
+             batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)  # fmt: skip
     return 0
 
 
@@ -465,10 +445,23 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm2vec-gen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the offline end-to-end demo")
-    demo.add_argument("--steps", type=int, default=100, help="optimisation steps (default 100)")
-    demo.add_argument("--kind", choices=["cosine", "mse"], default="cosine")
+    demo = sub.add_parser(
+        "demo",
+        help="offline end to end: tiny Qwen3 + real tokenizer, teach, train, save, eval, decode",
+        description="Without --model: builds (or reuses from --cache-dir) a tiny Qwen3 with the real Qwen "
+        "tokenizer, trains LLM2Vec-Gen on the bundled corpus with the offline all-MiniLM-L6-v2 teacher, "
+        "saves a released-format checkpoint, evaluates retrieval and decodes one embedding.",
+    )
+    demo.add_argument("--model", default=None, help="a checkpoint dir / hub id, or a base LLM to train")
+    demo.add_argument("--output-dir", default="llm2vec-gen-demo", help="where the run is written")
+    demo.add_argument(
+        "--cache-dir", default=str(_default_cache_dir()), help="where the tiny base LLM is kept"
+    )
+    demo.add_argument("--steps", type=_positive_int, default=200, help="training steps (default 200)")
+    demo.add_argument("--batch-size", type=_positive_int, default=8)
+    demo.add_argument("--lr", type=float, default=3e-3)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--device", default=None)
     demo.set_defaults(func=_cmd_demo)
     _add_integration_commands(sub)
     _add_train_commands(sub)

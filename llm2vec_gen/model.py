@@ -16,6 +16,7 @@ two affine heads into one map applied after pooling (``ops.fold_heads`` + ``ops.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -81,6 +82,16 @@ def _load_llm(name: str, dtype: torch.dtype, trust_remote_code: bool, source: st
         raise OSError(
             f"base LLM {name!r} ({source}) is not a local directory and could not be loaded from the "
             f"Hugging Face Hub (offline?): {exc}. Pass base_model=<local directory or model>."
+        ) from exc
+
+
+def _load_tokenizer(root: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer; a tokenizer file that does not parse raises ValueError naming root."""
+    try:
+        return AutoTokenizer.from_pretrained(root, trust_remote_code=trust_remote_code)
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{root}: the tokenizer files are truncated or corrupted ({type(exc).__name__}: {exc})"
         ) from exc
 
 
@@ -190,7 +201,7 @@ class LLM2VecGenModel(nn.Module):
                 "decoder is the frozen base LLM are supported"
             )
         token_indices = ckpt.read_token_indices(root)
-        tokenizer = AutoTokenizer.from_pretrained(root, trust_remote_code=trust_remote_code)
+        tokenizer = _load_tokenizer(root, trust_remote_code)
         special_tokens = run_config.get("special_tokens") or extra_special_tokens(tokenizer)
         if not isinstance(special_tokens, list) or not special_tokens:
             raise ValueError(f"{root}: no special tokens in run_config.yml nor in the tokenizer")
@@ -394,8 +405,7 @@ class LLM2VecGenModel(nn.Module):
         on the right at max_length; when truncation cut the special tokens, the last K ids become
         them (one warning per call)."""
         k = self.num_special_tokens
-        if max_length < k:
-            raise ValueError(f"max_length={max_length} cannot hold the {k} special tokens")
+        _check_tokenize_options(max_length, instruction, k)
         suffix = "".join(self.special_tokens)
         prefix = instruction or ""
         ids = self.tokenizer(
@@ -449,8 +459,8 @@ class LLM2VecGenModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(embeddings [n, D] fp32, recon states [n, N, H] fp32 or None), in input order, on the device."""
         texts = _check_texts(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_batch_size(batch_size)
+        _check_tokenize_options(max_length, instruction, self.num_special_tokens)
         n, hidden = len(texts), self.special_rows.shape[1]
         emb = torch.empty(n, self.embedding_dim, device=self.device)
         recon = torch.empty(n, self.num_encode_tokens, hidden, device=self.device) if want_recon else None
@@ -491,7 +501,9 @@ class LLM2VecGenModel(nn.Module):
         convert_to_numpy=False); a single str gives [D]. ``instruction`` is prepended to every text.
 
         With return_recon_states=True returns (embeddings, recon states [n, N, H] fp32), the soft
-        prompts that ``decode`` turns into text. ``device`` moves the model there first.
+        prompts that ``decode`` turns into text. ``device`` moves the model there first. Bad arguments
+        raise TypeError/ValueError naming them: texts (bytes are not text), batch_size (an int >= 1),
+        max_length (an int > K), instruction (a str or None).
         """
         if device is not None and torch.device(device) != self.device:
             self.to(device)
@@ -528,6 +540,7 @@ class LLM2VecGenModel(nn.Module):
         Batched with a KV cache; each row stops at its own EOS. Returns B strings (special tokens
         skipped), one per input.
         """
+        _check_batch_size(batch_size)
         if isinstance(recon_states_or_texts, (torch.Tensor, np.ndarray)):
             recon = torch.as_tensor(recon_states_or_texts)
             if recon.dim() == 2:
@@ -564,11 +577,35 @@ class LLM2VecGenModel(nn.Module):
         return texts[0] if single else texts
 
 
+def _check_int(name: str, value: Any) -> None:
+    """TypeError naming ``name`` unless value is an integer (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    """TypeError unless batch_size is an int, ValueError unless it is >= 1."""
+    _check_int("batch_size", batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _check_tokenize_options(max_length: Any, instruction: Any, k: int) -> None:
+    """max_length an int > K (room for text beside the K special tokens); instruction a str or None."""
+    _check_int("max_length", max_length)
+    if max_length <= k:
+        raise ValueError(
+            f"max_length={max_length} cannot hold the {k} special tokens and any text: it must be > {k}"
+        )
+    if instruction is not None and not isinstance(instruction, str):
+        raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
+
+
 def _check_texts(texts: Any) -> list[str]:
-    """texts as a list of str; TypeError naming the first bad item's index."""
+    """texts as a list of str; TypeError naming the first bad item's index (bytes are not text)."""
     if isinstance(texts, str):
         return [texts]
-    if texts is None or not isinstance(texts, Sequence):
+    if texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
     for i, text in enumerate(texts):
         if not isinstance(text, str):

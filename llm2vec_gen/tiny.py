@@ -66,9 +66,13 @@ def special_token_names(k: int = 10) -> list[str]:
     return [f"<question{i}>" for i in range(1, k + 1)]
 
 
+def cache_root() -> Path:
+    """The library's cache directory: ``$LLM2VEC_GEN_CACHE``, default ``~/.cache/llm2vec_gen``."""
+    return Path(os.environ.get("LLM2VEC_GEN_CACHE", os.path.join(Path.home(), ".cache", "llm2vec_gen")))
+
+
 def _cache_dir() -> Path:
-    root = os.environ.get("LLM2VEC_GEN_CACHE", os.path.join(Path.home(), ".cache", "llm2vec_gen"))
-    return Path(root) / _CACHE_VERSION
+    return cache_root() / _CACHE_VERSION
 
 
 def _convert_qwen_tokenizer() -> PreTrainedTokenizerFast:

@@ -99,7 +99,7 @@ def test_fully_padded_row_sees_its_own_tokens(backend):
     assert_close(out[:, :, 0], v[:, :, 0].expand(-1, 2, -1), torch.float32)
 
 
-@pytest.mark.parametrize("mask_dtype", [torch.int64, torch.float32, torch.uint8])
+@pytest.mark.parametrize("mask_dtype", [torch.int64, torch.int32, torch.uint8])
 def test_mask_dtypes_and_scale(backend, mask_dtype):
     q, k, v, k_cache, v_cache, mask = _inputs(2, 4, 2, 3, 16, 9, torch.float32)
     got = appended_attention(q, k, v, k_cache, v_cache, mask.to(mask_dtype), scale=0.3)
@@ -168,6 +168,8 @@ def _bad(**changes):
         ({"k": torch.randn(2, 2, 3, 8).to(torch.bfloat16)}, TypeError, "k must have q's dtype"),
         ({"q": torch.ones(2, 4, 3, 8, dtype=torch.long)}, TypeError, "int64"),
         ({"prefix_mask": torch.ones(2, 5, dtype=torch.complex64)}, TypeError, "complex64"),
+        ({"prefix_mask": torch.ones(2, 5)}, TypeError, "prefix_mask must have dtype bool.*float32"),
+        ({"prefix_mask": torch.zeros(2, 5, dtype=torch.float64)}, TypeError, "got float64"),
         ({"q": [[1.0]]}, TypeError, "list"),
     ],
 )

@@ -200,3 +200,10 @@ def test_bad_weight():
             torch.tensor([1]),
             torch.ones(1, 2, dtype=torch.long),
         )
+    ids, special_ids = torch.ones(1, 1, dtype=torch.long), torch.tensor([1])
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor, got list"):
+        special_token_embedding(ids, [[0.0, 1.0]], special_ids, torch.randn(1, 2))
+    with pytest.raises(ValueError, match=r"weight must be a non-empty \[V, H\] table, got shape \(0, 2\)"):
+        special_token_embedding(ids, torch.randn(0, 2), special_ids, torch.randn(1, 2))
+    with pytest.raises(ValueError, match=r"got shape \(3, 0\)"):
+        special_token_embedding(ids, torch.randn(3, 0), special_ids, torch.randn(1, 0))

@@ -4,6 +4,9 @@
   ``model_meta``, ``local_retrieval_task`` / ``local_sts_task`` (mteb tasks over local data)
 - ``sentence_transformers``: ``LLM2VecGenST`` module and ``sentence_transformer(...)``
 - ``distributed``: ``encode_distributed`` (one corpus sharded over torchrun ranks)
-- ``files``: ``read_texts`` / ``write_embeddings`` / ``read_embeddings`` (CLI file formats)
+- ``files``: ``iter_texts`` (streamed chunks) / ``read_texts`` / ``write_embeddings`` /
+  ``write_embeddings_stream`` / ``read_embeddings`` (CLI file formats)
+- ``stream_encode``: ``encode_file`` (a texts file of any size encoded chunk by chunk, resumable
+  after a kill) and ``check_input``
 - ``instructions``: the evaluation instructions; ``sample_data``: a small bundled eval set
 """

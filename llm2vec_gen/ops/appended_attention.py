@@ -4,7 +4,9 @@
     k, v         [B, hkv, K, d]  the appended tokens' keys/values, q's dtype; h a multiple of hkv (GQA)
     k_cache      [B, hkv, L, d]  the prefix's keys/values, q's dtype, constant (never any gradient);
     v_cache                      L >= 0, entries under pads must be finite (they get weight 0)
-    prefix_mask  [B, L]          bool, or integers/floats 0/1: True/1 on real prefix tokens
+    prefix_mask  [B, L]          bool, or integer 0/1 (uint8, int8, int32, int64): True/nonzero on real
+                                 prefix tokens; float masks raise TypeError (an additive 0/-inf
+                                 mask would otherwise be read inverted)
     out          [B, h, K, d]    q's dtype
 
 Appended query i of head hd (kv head hd // (h / hkv)) attends over the prefix keys n with
@@ -27,9 +29,9 @@ from __future__ import annotations
 import torch
 
 from llm2vec_gen._dispatch import backend_for, kernel
-from llm2vec_gen.ops._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from llm2vec_gen.ops._checks import check_same_device, check_tensor
 
-MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64, *FLOAT_DTYPES)
+MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64)
 
 
 def appended_attention_reference(

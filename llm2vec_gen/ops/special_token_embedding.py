@@ -7,9 +7,10 @@
     out           [B, T, H] in weight.dtype: special_rows[k] where input_ids == special_ids[k]
                   (the row REPLACES the base row, as PEFT TrainableTokens does), else weight[id]
 
-Any id that is not special must lie in [0, V), else ValueError naming it. Backward gives a gradient
-only for special_rows ([K, H], special_rows' dtype, accumulated in fp32; fp64 for fp64). ``weight``
-is frozen: calling the op with grad mode on and ``weight.requires_grad`` raises ValueError (freeze it
+The table is not empty (V, H >= 1; else ValueError naming weight's shape). Any id that is not
+special must lie in [0, V), else ValueError naming it. Backward gives a gradient only for
+special_rows ([K, H], special_rows' dtype, accumulated in fp32; fp64 for fp64). ``weight`` is
+frozen: calling the op with grad mode on and ``weight.requires_grad`` raises ValueError (freeze it
 with ``weight.requires_grad_(False)``; under ``torch.no_grad()`` it is allowed).
 
 Nothing of size V is ever allocated: PEFT rebuilds the V x H table with ``index_copy`` every forward
@@ -52,6 +53,8 @@ def _check_table(weight, special_ids, special_rows) -> None:
     check_tensor("special_rows", special_rows, (2,))
     check_same_device(weight=weight, special_ids=special_ids, special_rows=special_rows)
     k, hidden = special_rows.shape
+    if weight.shape[0] == 0 or weight.shape[1] == 0:
+        raise ValueError(f"weight must be a non-empty [V, H] table, got shape {tuple(weight.shape)}")
     if special_ids.shape[0] != k or k == 0:
         raise ValueError(
             f"special_ids {tuple(special_ids.shape)} and special_rows {tuple(special_rows.shape)} must "
@@ -105,8 +108,8 @@ def special_token_embedding(
     Returns [B, T, H] in weight.dtype; the gradient flows only into special_rows.
     """
     check_tensor("input_ids", input_ids, (2,), INDEX_DTYPES)
-    device = check_same_device(input_ids=input_ids, weight=weight)
     _check_table(weight, special_ids, special_rows)
+    device = check_same_device(input_ids=input_ids, weight=weight)
     backend = backend_for(device)
     if backend == "torch" or input_ids.numel() == 0:
         bad = ~torch.isin(input_ids, special_ids) & ((input_ids < 0) | (input_ids >= weight.shape[0]))

@@ -143,7 +143,8 @@ class Trainer:
             raise ValueError(f"{len(records)} examples are fewer than one batch of {cfg.batch_size}")
         if cfg.distill not in ("mse", "cosine"):
             raise ValueError(f"distill must be 'mse' or 'cosine', got {cfg.distill!r}")
-        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        pad, rows = model.tokenizer.pad_token_id, model.llm.get_input_embeddings().weight.shape[0]
+        self.pad_id = pad if pad is not None and pad < rows else 0  # pads are masked: any row will do
         self.params = self._trainable()
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
