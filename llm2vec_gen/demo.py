@@ -151,9 +151,8 @@ def run_demo(
                              total_steps=steps, batch_size=batch_size, max_length=128, seed=seed,
                              save_every=0, resume=False)  # fmt: skip
         checkpoint = train(untrained, data_path, cache, config)
-        log(
-            f"train: {steps} steps of batch {batch_size} in {time.perf_counter() - start:.1f}s -> {checkpoint}"
-        )
+        seconds = time.perf_counter() - start
+        log(f"train: {steps} steps of batch {batch_size} in {seconds:.1f}s -> {checkpoint}")
         trained = LLM2VecGenModel.from_pretrained(checkpoint, base_model=untrained.llm, device=device)
         log(f"save + reload: released-format checkpoint {checkpoint}")
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from llm2vec_gen.demo import pretrain_lm
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.teachers import minilm_path
 from llm2vec_gen.tiny import tiny_qwen3
@@ -41,30 +42,12 @@ def random_cache(records, dim=384, seed=0):
 
 def pretrained_tiny_lm(records, steps=60):
     """A tiny Qwen3 trained briefly as an LM on "query answer" text, so that a soft prompt standing
-    for the query can lower its answer CE (a random LLM ignores any prompt). The softmax runs over the
-    corpus's tokens only, which keeps this cheap; other tokens keep small random logits."""
+    for the query can lower its answer CE (a random LLM ignores any prompt)."""
     tok = bert_tokenizer()
     llm = tiny_qwen3(len(tok), hidden_size=64, num_layers=2)
-    enc = tok([r["query"] + " " + r["answer"] for r in records], padding=True, truncation=True,
-              max_length=64, return_tensors="pt")  # fmt: skip
-    used = enc.input_ids.unique()
-    remap = torch.full((len(tok),), -100)
-    remap[used] = torch.arange(len(used))
-    labels = remap[enc.input_ids].masked_fill(enc.attention_mask == 0, -100)
-    opt = torch.optim.AdamW(llm.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    llm.train()
-    for _ in range(steps):
-        idx = torch.randperm(len(records), generator=g)[:16]
-        hidden = llm.model(
-            input_ids=enc.input_ids[idx], attention_mask=enc.attention_mask[idx]
-        ).last_hidden_state
-        logits = hidden[:, :-1] @ llm.lm_head.weight[used].T
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[idx][:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return llm.eval()
+    return pretrain_lm(
+        llm, tok, [r["query"] + " " + r["answer"] for r in records], steps=steps, max_length=64
+    )
 
 
 @torch.no_grad()
