@@ -296,6 +296,24 @@ def _add_integration_commands(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------- respond / teach / train (llm2vec_gen.train)
 
 
+def _check_model_path(path: str, what: str) -> None:
+    """A model given as a path must exist; a name that is not a local path must look like a hub id."""
+    import os
+    import re
+
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise _UsageError(f"{what} {path!r}: no config.json (not a transformers model directory)")
+    if not os.path.exists(path) and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path):
+        raise _UsageError(f"{what} {path!r}: no such directory (and not a hub id)")
+
+
+def _check_file(path: str, what: str) -> None:
+    import os
+
+    if not os.path.isfile(path):
+        raise _UsageError(f"{what} {path}: no such file")
+
+
 def _cmd_respond(args: argparse.Namespace) -> int:
     """Generate the LLM's own answers to a file of queries (resumable JSONL output)."""
     import torch
@@ -303,17 +321,25 @@ def _cmd_respond(args: argparse.Namespace) -> int:
 
     from llm2vec_gen.train.respond import respond
 
+    _check_file(args.input, "input")
+    _check_model_path(args.model, "model")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda_default = torch.bfloat16 if device.startswith("cuda") else None
     dtype = getattr(torch, args.dtype) if args.dtype else cuda_default
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
-    n = respond(
-        model, tokenizer, args.input, args.output, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed, chat_template=not args.no_chat_template,
-        max_length=args.max_length, query_field=args.query_field, id_field=args.id_field,
-    )  # fmt: skip
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"model {args.model!r}: {str(exc).strip().splitlines()[0]}") from exc
+    try:
+        n = respond(
+            model, tokenizer, args.input, args.output, batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+            top_p=args.top_p, seed=args.seed, chat_template=not args.no_chat_template,
+            max_length=args.max_length, query_field=args.query_field, id_field=args.id_field,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
     print(f"wrote {n} answers to {args.output}")
     return 0
 
@@ -322,11 +348,17 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     """Embed the answers once with the teacher; cache keyed by id (safetensors)."""
     from llm2vec_gen.train.teach import teach
 
-    path = teach(
-        args.input, args.output, teacher=args.teacher, pooling=args.pooling, batch_size=args.batch_size,
-        max_length=args.max_length, device=args.device or "cpu", answer_field=args.answer_field,
-        id_field=args.id_field,
-    )  # fmt: skip
+    _check_file(args.input, "input")
+    if args.teacher.lower() not in ("minilm", "all-minilm-l6-v2"):
+        _check_model_path(args.teacher, "--teacher")
+    try:
+        path = teach(
+            args.input, args.output, teacher=args.teacher, pooling=args.pooling,
+            batch_size=args.batch_size, max_length=args.max_length, device=args.device or "cpu",
+            answer_field=args.answer_field, id_field=args.id_field,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
     print(f"wrote teacher embeddings to {path}")
     return 0
 
@@ -354,17 +386,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from llm2vec_gen.train.teach import load_teacher_cache
     from llm2vec_gen.train.trainer import TrainConfig, Trainer
 
-    device = args.device or _init_distributed()
-    cache = load_teacher_cache(args.teacher_cache)
-    if args.init:
-        model = LLM2VecGenModel.from_pretrained(args.init, device=device, dtype=args.dtype)
-    elif args.base:
-        model = LLM2VecGenModel.from_base(
-            args.base, args.tokenizer or args.base, num_special_tokens=args.num_special_tokens,
-            teacher_dim=cache[1].shape[1], device=device, dtype=args.dtype, seed=args.seed,
-        )  # fmt: skip
-    else:
+    if not (args.init or args.base):
         raise _UsageError("give --base (a causal LM to start from) or --init (a checkpoint to continue)")
+    _check_file(args.data, "data")
+    _check_file(args.teacher_cache, "teacher cache")
+    if args.init:
+        _check_checkpoint(args.init)
+    else:
+        _check_model_path(args.base, "--base")
+    try:
+        cache = load_teacher_cache(args.teacher_cache)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    device = args.device or _init_distributed()
+    try:
+        if args.init:
+            model = LLM2VecGenModel.from_pretrained(args.init, device=device, dtype=args.dtype)
+        else:
+            model = LLM2VecGenModel.from_base(
+                args.base, args.tokenizer or args.base, num_special_tokens=args.num_special_tokens,
+                teacher_dim=cache[1].shape[1], device=device, dtype=args.dtype, seed=args.seed,
+            )  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"{args.init or args.base!r}: {str(exc).strip().splitlines()[0]}") from exc
     config = TrainConfig(
         output_dir=args.output_dir, lr=args.lr, warmup_steps=args.warmup_steps, total_steps=args.total_steps,
         max_steps=args.max_steps, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
@@ -436,7 +480,13 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--save-every", type=int, default=500)
     train.add_argument("--gradient-checkpointing", action="store_true")
-    train.add_argument("--no-resume", action="store_true", help="ignore checkpoints in output_dir")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in output_dir (the default)",
+    )
+    resume.add_argument("--no-resume", action="store_true", help="ignore checkpoints in output_dir")
     train.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
     train.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     train.set_defaults(func=_usage_errors(_cmd_train))

@@ -94,9 +94,16 @@ def test_resume_is_exact(tmp_path):
     cache = random_cache(records)
     straight = _run(tmp_path / "a", records, cache, steps=6, save_every=3)
     _run(tmp_path / "b", records, cache, steps=3, save_every=3)
-    (tmp_path / "b" / ".tmp-checkpoint-5").mkdir()  # a torn save is ignored
+    (tmp_path / "b" / ".tmp-checkpoint-5").mkdir()  # a torn save is ignored, then cleaned up
+    log = tmp_path / "b" / "train_log.jsonl"
+    with log.open("a") as f:  # as if killed during step 5: steps 4-5 logged, the last line torn
+        f.write(json.dumps({"step": 4}) + "\n" + json.dumps({"step": 5}) + "\n" + '{"step": 6, "lo')
     resumed = _run(tmp_path / "b", records, cache, steps=6, save_every=3)
     assert resumed.step == straight.step == 6
+    assert not (tmp_path / "b" / ".tmp-checkpoint-5").exists()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))  # once each: the killed run's 4-5 dropped
+    assert all("loss" in r for r in rows)
     for p, q in zip(straight.params, resumed.params, strict=True):
         assert torch.equal(p, q)
     assert last_checkpoint(tmp_path / "b").name == "checkpoint-6"

@@ -58,3 +58,22 @@ def test_greedy_answers_match_unbatched_generation(tmp_path):
                 0, ids.shape[1] :
             ]
         assert got[f"q{i}"] == tok.decode(new, skip_special_tokens=True).strip()
+
+
+def test_cli_respond_bad_model_or_input_exits_2_with_one_line(tmp_path, capsys):
+    from llm2vec_gen.cli import main
+
+    src = tmp_path / "q.jsonl"
+    src.write_text(json.dumps({"id": "a", "query": "Hi?"}) + "\n")
+    (tmp_path / "empty").mkdir()
+    out = str(tmp_path / "out.jsonl")
+    cases = [
+        ([str(tmp_path / "no-model"), str(src), out], "no such directory"),  # not a hub "repo id" error
+        ([str(tmp_path / "empty"), str(src), out], "no config.json"),  # a directory without a model
+        ([str(tmp_path / "empty"), str(tmp_path / "none.jsonl"), out], "no such file"),
+    ]
+    for argv, reason in cases:
+        assert main(["respond", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("llm2vec-gen respond: error: ") and err.count("\n") == 1 and reason in err, err
+    assert not (tmp_path / "out.jsonl").exists()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -112,14 +112,25 @@ def teach(
 
 
 def load_teacher_cache(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """(ids, fp32 [N, D] embeddings) of a cache written by ``teach``."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        names = set(f.keys())
-        if "ids" not in meta or "embeddings" not in names:
-            raise ValueError(f"{path} is not a teacher cache (needs tensor 'embeddings' and metadata 'ids')")
-        ids = json.loads(meta["ids"])
-        emb = f.get_tensor("embeddings").float()
+    """(ids, fp32 [N, D] embeddings) of a cache written by ``teach``.
+
+    FileNotFoundError when ``path`` does not exist; ValueError naming it when it is not a readable
+    teacher cache.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"teacher cache {path} does not exist (write it with `llm2vec-gen teach`)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            names = set(f.keys())
+            if "ids" not in meta or "embeddings" not in names:
+                raise ValueError(
+                    f"{path} is not a teacher cache (needs tensor 'embeddings' and metadata 'ids')"
+                )
+            ids = json.loads(meta["ids"])
+            emb = f.get_tensor("embeddings").float()
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable teacher cache ({exc})") from exc
     if emb.dim() != 2 or emb.shape[0] != len(ids):
         raise ValueError(f"{path}: {len(ids)} ids but embeddings of shape {tuple(emb.shape)}")
     return ids, emb

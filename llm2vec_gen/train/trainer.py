@@ -13,12 +13,22 @@ token and row counts, so the update is the same for any W and any micro-batch si
 
 A step whose loss or gradient norm is NaN/inf is skipped (no update; the data and schedule move on)
 and counted; ``max_bad_steps`` consecutive bad steps raise RuntimeError.
+
+At start, process 0 repairs the output directory after a killed save (``checkpoint.clean_stale``:
+leftover temporary directories are deleted). Resuming (``resume=True``, the default) then loads the
+newest complete checkpoint. One whose state is truncated or corrupted (``load_state`` raises
+ValueError) is skipped with a warning naming it and the next older one is used: training redoes the
+lost steps deterministically and saves those steps again. When every complete checkpoint is
+unreadable, ValueError names them (``resume=False`` starts over). ``fit`` then drops
+``train_log.jsonl`` lines with a step beyond the resumed one (and a torn last line), rewriting the
+file atomically, so each step is logged exactly once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import resource
 import time
@@ -32,7 +42,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from llm2vec_gen.train.checkpoint import last_checkpoint, load_state, save_checkpoint
+from llm2vec_gen.train.checkpoint import clean_stale, complete_checkpoints, load_state, save_checkpoint
 from llm2vec_gen.train.data import (
     REFERENCE_ANSWER_SUFFIX,
     check_records,
@@ -90,6 +100,31 @@ def linear_schedule(warmup: int, total: int):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
+
+
+def trim_log(path: str | Path, step: int) -> None:
+    """Keep the JSON lines of ``path`` whose ``step`` is <= ``step`` (dropping a torn or unparsable
+    line and everything after it); rewritten atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                rec_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                break
+            if not line.endswith(b"\n"):
+                break
+            if rec_step <= step:
+                kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -157,8 +192,31 @@ class Trainer:
         if self.world > 1:
             for p in self.params:
                 dist.broadcast(p.data, 0)
-        if cfg.resume and (ckpt := last_checkpoint(cfg.output_dir)) is not None:
-            self.load(ckpt)
+        if self.rank == 0:
+            clean_stale(cfg.output_dir)
+        if self.world > 1:
+            dist.barrier()
+        if cfg.resume:
+            self._resume()
+
+    def _resume(self) -> None:
+        """Load the newest readable complete checkpoint of ``output_dir`` (see the module docstring)."""
+        out = self.config.output_dir
+        errors = []
+        for ckpt in complete_checkpoints(out):
+            try:
+                state = load_state(ckpt)
+            except ValueError as exc:
+                warnings.warn(f"{exc}; trying the previous checkpoint", stacklevel=3)
+                errors.append(str(exc))
+                continue
+            self.load_state_dict(state)
+            return
+        if errors:
+            raise ValueError(
+                f"no checkpoint in {out} could be resumed from: {'; '.join(errors)} "
+                "(delete them, or start over without resuming)"
+            )
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         model = self.model
@@ -187,8 +245,12 @@ class Trainer:
         }
 
     def load(self, checkpoint: str | Path) -> None:
-        """Restore weights, optimizer, schedule, RNG and data position from ``checkpoint``."""
-        state = load_state(checkpoint)
+        """Restore weights, optimizer, schedule, RNG and data position from ``checkpoint``;
+        ValueError naming the file when its state is truncated or corrupted."""
+        self.load_state_dict(load_state(checkpoint))
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from a ``state_dict()`` (as ``load_state`` returns it)."""
         with torch.no_grad():
             for p, saved in zip(self.params, state["trainable"], strict=True):
                 p.copy_(saved)
@@ -290,6 +352,7 @@ class Trainer:
         log_path = Path(cfg.output_dir) / LOG_FILE
         if self.rank == 0:
             log_path.parent.mkdir(parents=True, exist_ok=True)
+            trim_log(log_path, self.step)
         show = cfg.progress and self.rank == 0
         with tqdm(total=stop, initial=self.step, desc="train", disable=not show) as bar:
             for _, indices in global_batches(
