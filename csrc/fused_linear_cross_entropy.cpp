@@ -29,7 +29,7 @@ namespace {
 inline float exp_nonpositive(float x) {
   const float t = x * 1.44269504f + 12582912.0f;  // 1.5 * 2^23: round x / ln2 into the low bits
   const float n = t - 12582912.0f;
-  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;  // ln2 split hi + lo
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln2 = hi - lo, n * hi exact
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
@@ -71,7 +71,7 @@ __attribute__((always_inline)) inline acc_t ce_row_impl(acc_t* x, int64_t vocab,
 #pragma omp simd reduction(+ : sum)
     for (int64_t v = 0; v < vocab; ++v) sum += exp_nonpositive(x[v] - m);
   }
-  return m + std::log(sum) - target;
+  return (m - target) + std::log(sum);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) float ce_row(float* x, int64_t vocab,

@@ -3,9 +3,9 @@
 For each chunk of C rows the launcher computes logits [C, V] = hidden[chunk] @ weight.T (+ bias)
 with cuBLAS, then ``_fused_linear_cross_entropy_forward_kernel`` runs one program per row:
 
-    pass 1  online over BLOCK_V-wide blocks: running max m and sum d of exp(x - m) -> lse = m + log d
-            loss = lse - x[label]
-    pass 2  x <- (exp(x - lse) - [v == label]) * scale, written over the logits in their dtype
+    pass 1  online over BLOCK_V-wide blocks: running max m and sum d of exp(x - m)
+            loss = (m - x[label]) + log d
+    pass 2  x <- (exp(x - m) / d - [v == label]) * scale, written over the logits in their dtype
 
 and grad_hidden[chunk] = grad @ weight, grad_weight += grad.T @ hidden[chunk] (fp32 accumulator
 for bf16 / fp16), grad_bias += column sums, again as GEMMs. A row reads its logits twice and writes
@@ -41,16 +41,18 @@ def _fused_linear_cross_entropy_forward_kernel(
         m_new = tl.maximum(m, tl.max(x, axis=0))
         d = d * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
         m = m_new
-    lse = m + tl.log(d)
     target = tl.load(z_row + label).to(tl.float32)
-    tl.store(LOSS + row, lse - target)
+    tl.store(LOSS + row, (m - target) + tl.log(d))
 
     if WRITE_GRAD:
+        # exp(x - m) / d, not exp(x - lse): m + log(d) rounds away log(d) < ulp(m) when one logit
+        # dominates, and softmax - 1 at the label would then lose all its digits.
+        coef = scale / d
         for v0 in range(0, V, BLOCK_V):
             offs = v0 + cols
             mask = offs < V
             x = tl.load(z_row + offs, mask=mask, other=float("-inf")).to(tl.float32)
-            g = tl.exp(x - lse) * scale
+            g = tl.exp(x - m) * coef
             g = tl.where(offs == label, g - scale, g)
             tl.store(z_row + offs, g.to(Z.dtype.element_ty), mask=mask)
 

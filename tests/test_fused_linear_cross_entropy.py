@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from conftest import available_backends
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tolerances import RTOL, assert_close, assert_within_lowp_error
 
@@ -203,6 +203,8 @@ def test_gradcheck_fp64(monkeypatch, small_blocks, forced):
     reduction=st.sampled_from(["mean", "sum"]),
     seed=st.integers(0, 2**16),
 )
+# One logit dominating by ~100: softmax - 1 at the label must keep its digits (found by this test).
+@example(n=3, dim=2, vocab=40, ignored=0.5, magnitude=100.0, reduction="mean", seed=11773)
 def test_property_random_shapes(backend, small_blocks, n, dim, vocab, ignored, magnitude, reduction, seed):
     """Against the fp64 oracle, within twice the error of the fp32 reference (logits up to ~1e4)."""
     torch.manual_seed(seed)
