@@ -117,6 +117,7 @@ def bench_train_step(benchmark, provider, shape):
             m.train()
         inputs = _reference_inputs(model, data)
         fn = lambda: _reference(model, decoder, inputs, texts)  # noqa: E731
+
     def step():
         model.zero_grad(set_to_none=True)
         fn()
