@@ -29,7 +29,7 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from llm2vec_gen._atomic import atomic_write, fsync_dir
 
 RUN_CONFIG = "run_config.yml"
 ENCODER_DECODER_CONFIG = "encoder_decoder_config.json"
@@ -95,31 +97,6 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- atomic I/O
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync the result and rename it to ``path`` (same directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
@@ -367,6 +344,6 @@ def write_tokenizer(path: str | os.PathLike, tokenizer, special_tokens: list[str
                 with open(file, "rb+") as f:
                     os.fsync(f.fileno())
                 os.replace(file, root / file.name)
-        _fsync_dir(root)
+        fsync_dir(root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from llm2vec_gen._atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -73,12 +75,11 @@ def _shard_path(shard_dir: Path, rank: int, world_size: int) -> Path:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, array)
+
+    atomic_write(path, write)
 
 
 def merge_shards(shard_dir: str | Path, world_size: int, n: int) -> np.ndarray:

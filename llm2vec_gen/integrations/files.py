@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import struct
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from llm2vec_gen._atomic import atomic_write
 
 INPUT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
 OUTPUT_SUFFIXES = (".npy", ".npz", ".safetensors", ".parquet")
@@ -224,19 +225,6 @@ def _check_output(path: Path) -> str:
     return suffix
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` a temporary file beside ``path``, fsync it, rename it onto ``path`` (a later
-    run overwrites the temporary file a killed one left)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 Parts = Callable[[], Iterable[tuple[list[str], np.ndarray]]]
 
 
@@ -320,19 +308,19 @@ def write_embeddings_stream(path: str | Path, parts: Parts, rows: int, dim: int)
             raise ValueError(f"the chunks hold {seen} rows, expected {rows}")
 
     if suffix == ".npy":
-        _atomic(_ids_sidecar(path), lambda tmp: _write_ids_json(tmp, checked))
+        atomic_write(_ids_sidecar(path), lambda tmp: _write_ids_json(tmp, checked))
 
         def npy(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 _write_npy(f, checked, rows, dim)
 
-        _atomic(path, npy)
+        atomic_write(path, npy)
     elif suffix == ".npz":
-        _atomic(path, lambda tmp: _write_npz(tmp, checked, rows, dim))
+        atomic_write(path, lambda tmp: _write_npz(tmp, checked, rows, dim))
     elif suffix == ".safetensors":
-        _atomic(path, lambda tmp: _write_safetensors(tmp, checked, rows, dim))
+        atomic_write(path, lambda tmp: _write_safetensors(tmp, checked, rows, dim))
     else:
-        _atomic(path, lambda tmp: _write_parquet(tmp, checked, dim))
+        atomic_write(path, lambda tmp: _write_parquet(tmp, checked, dim))
 
 
 def write_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray) -> None:

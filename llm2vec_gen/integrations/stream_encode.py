@@ -22,7 +22,6 @@ by merging again. Memory holds one chunk, never the file.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from llm2vec_gen._atomic import atomic_write, fsync_dir
 from llm2vec_gen.integrations import files
 
 MANIFEST = "manifest.json"
@@ -53,27 +53,19 @@ def parts_dir(output: str | Path) -> Path:
     return output.with_name(output.name + ".parts")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _commit(path: Path, write: Callable[[Any], None]) -> None:
-    """``write(f)`` into ``.<name>.tmp`` (binary), fsync, rename onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``write(f)`` to a binary file committed atomically onto ``path``."""
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write(path, to_file)
 
 
 def _write_manifest(store: Path, manifest: dict) -> None:
     _commit(store / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    _fsync_dir(store)
+    fsync_dir(store)
 
 
 def _input_identity(path: Path) -> dict:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from llm2vec_gen._atomic import fsync_dir
+
 STATE_FILE = "trainer_state.pt"
 MARKER = "complete"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -40,21 +42,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
     for path in [root, *(p for p in root.rglob("*") if p.is_dir())]:
-        _fsync_dir(path)
+        fsync_dir(path)
 
 
 def save_checkpoint(
@@ -79,7 +73,7 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
         os.rename(final, old)
     os.rename(tmp, final)
-    _fsync_dir(output_dir)
+    fsync_dir(output_dir)
     shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -100,7 +94,7 @@ def clean_stale(output_dir: str | Path) -> None:
                 os.rename(path, final)
     for path in output_dir.glob(".tmp-checkpoint-*"):
         shutil.rmtree(path)
-    _fsync_dir(output_dir)
+    fsync_dir(output_dir)
 
 
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
