@@ -15,6 +15,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _pooled_chunk(s_row, t_row, stride_sk, K, D, d0, inv_k, BLOCK_D: tl.constexpr):
+    """Columns [d0, d0 + BLOCK_D) of the pooled student row and of the teacher row, fp32."""
+    offs = d0 + tl.arange(0, BLOCK_D)
+    mask = offs < D
+    p = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for k in range(0, K):
+        p += tl.load(s_row + k * stride_sk + offs, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(t_row + offs, mask=mask, other=0.0).to(tl.float32)
+    return p * inv_k, t, offs, mask
+
+
+@triton.jit
 def _distill_loss_forward_kernel(
     S, T, W, LOSS, G,
     K, D,
@@ -25,19 +37,12 @@ def _distill_loss_forward_kernel(
     row = tl.program_id(0).to(tl.int64)
     s_row = S + row * stride_sb
     t_row = T + row * stride_tb
-    cols = tl.arange(0, BLOCK_D)
 
     acc_a = tl.zeros([BLOCK_D], dtype=tl.float32)  # cosine: <p, t>   mse: |p - t|^2
     acc_p = tl.zeros([BLOCK_D], dtype=tl.float32)  # cosine: |p|^2
     acc_t = tl.zeros([BLOCK_D], dtype=tl.float32)  # cosine: |t|^2
     for d0 in range(0, D, BLOCK_D):
-        offs = d0 + cols
-        mask = offs < D
-        p = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for k in range(0, K):
-            p += tl.load(s_row + k * stride_sk + offs, mask=mask, other=0.0).to(tl.float32)
-        p = p * inv_k
-        t = tl.load(t_row + offs, mask=mask, other=0.0).to(tl.float32)
+        p, t, offs, mask = _pooled_chunk(s_row, t_row, stride_sk, K, D, d0, inv_k, BLOCK_D)
         if COSINE:
             acc_a += p * t
             acc_p += p * p
@@ -65,13 +70,7 @@ def _distill_loss_forward_kernel(
     if COMPUTE_GRAD:
         g_row = G + row * D
         for d0 in range(0, D, BLOCK_D):
-            offs = d0 + cols
-            mask = offs < D
-            p = tl.zeros([BLOCK_D], dtype=tl.float32)
-            for k in range(0, K):
-                p += tl.load(s_row + k * stride_sk + offs, mask=mask, other=0.0).to(tl.float32)
-            p = p * inv_k
-            t = tl.load(t_row + offs, mask=mask, other=0.0).to(tl.float32)
+            p, t, offs, mask = _pooled_chunk(s_row, t_row, stride_sk, K, D, d0, inv_k, BLOCK_D)
             g = (coef_p * p + coef_t * t) * inv_k
             tl.store(g_row + offs, g.to(G.dtype.element_ty), mask=mask)
 

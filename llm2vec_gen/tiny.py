@@ -137,8 +137,24 @@ def qwen_tokenizer(
     return tok
 
 
-def _finish(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    return model.to(dtype).eval()
+def _tiny(config_cls, model_cls, vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, seed, dtype,
+          intermediate_size, **extra):  # fmt: skip
+    """A random ``model_cls`` (untied LM head, eval mode, SDPA) of the given shape."""
+    config = config_cls(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        attn_implementation="sdpa",
+        **extra,
+    )
+    torch.manual_seed(seed)
+    return model_cls(config).to(dtype).eval()
 
 
 def tiny_qwen3(
@@ -151,24 +167,14 @@ def tiny_qwen3(
     dtype: torch.dtype = torch.float32,
     intermediate_size: int | None = None,
 ) -> Qwen3ForCausalLM:
-    """A randomly initialised Qwen3 causal LM (untied LM head, eval mode, SDPA attention)."""
-    config = Qwen3Config(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        head_dim=hidden_size // num_heads,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        bos_token_id=None,
+    """A randomly initialised Qwen3 causal LM (untied LM head, eval mode, SDPA attention); with the
+    real Qwen vocabulary it uses Qwen3's eos (<|im_end|>) and pad (<|endoftext|>) ids."""
+    return _tiny(
+        Qwen3Config, Qwen3ForCausalLM, vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, seed,
+        dtype, intermediate_size, head_dim=hidden_size // num_heads,
         eos_token_id=151_645 if vocab_size > 151_645 else None,
         pad_token_id=151_643 if vocab_size > 151_643 else None,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(seed)
-    return _finish(Qwen3ForCausalLM(config), dtype)
+    )  # fmt: skip
 
 
 def tiny_llama(
@@ -182,22 +188,10 @@ def tiny_llama(
     intermediate_size: int | None = None,
 ) -> LlamaForCausalLM:
     """A randomly initialised Llama causal LM (untied LM head, eval mode, SDPA attention)."""
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(seed)
-    return _finish(LlamaForCausalLM(config), dtype)
+    return _tiny(
+        LlamaConfig, LlamaForCausalLM, vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, seed,
+        dtype, intermediate_size, eos_token_id=None, pad_token_id=None,
+    )  # fmt: skip
 
 
 def _write_reference_head(
