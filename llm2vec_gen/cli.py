@@ -355,7 +355,8 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         path = teach(
             args.input, args.output, teacher=args.teacher, pooling=args.pooling,
             batch_size=args.batch_size, max_length=args.max_length, device=args.device or "cpu",
-            answer_field=args.answer_field, id_field=args.id_field,
+            answer_field=args.answer_field, id_field=args.id_field, adapters=args.adapter,
+            bidirectional=args.bidirectional,
         )  # fmt: skip
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc
@@ -452,6 +453,17 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     teach.add_argument("output", help="cache file (.safetensors)")
     teach.add_argument("--teacher", default="minilm", help="minilm | sentence-transformers dir | HF encoder")
     teach.add_argument("--pooling", choices=["mean", "cls"], default=None, help="for a plain HF encoder")
+    teach.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        help="peft adapter merged into the teacher, in order (repeat: LLM2Vec MNTP, SimCSE)",
+    )
+    teach.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="run a decoder teacher without its causal mask (LLM2Vec-style)",
+    )
     teach.add_argument("--batch-size", type=_positive_int, default=64)
     teach.add_argument("--max-length", type=_positive_int, default=512)
     teach.add_argument("--answer-field", default="answer")

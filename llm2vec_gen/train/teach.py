@@ -6,7 +6,9 @@ metadata ``ids`` (a JSON list, row order), ``teacher`` and ``pooling``.
 
 Teachers: ``"minilm"`` (the offline all-MiniLM-L6-v2), any sentence-transformers directory (it has a
 ``modules.json``), or any transformers encoder with ``pooling="mean"`` (over the attention mask) or
-``"cls"`` (first token), as the reference pools its LLM2Vec and BGE teachers.
+``"cls"`` (first token), as the reference pools its LLM2Vec and BGE teachers. LLM2Vec-style teachers
+are a decoder LLM with ``bidirectional=True`` (every token attends to every real token) and its peft
+adapters (e.g. the MNTP then the unsupervised SimCSE LoRA) merged in order, with mean pooling.
 """
 
 from __future__ import annotations
@@ -25,23 +27,56 @@ from llm2vec_gen.train.data import read_records
 
 
 class HFTeacher:
-    """A transformers encoder with mean or CLS pooling: ``encode(texts) -> fp32 [N, D]``."""
+    """A transformers encoder with mean or CLS pooling: ``encode(texts) -> fp32 [N, D]``.
 
-    def __init__(self, path: str, pooling: str = "mean", max_length: int = 512, device: str = "cpu"):
+    ``adapters``: peft adapter directories merged into the model in order (LLM2Vec's MNTP, SimCSE).
+    ``bidirectional``: run a decoder LLM without its causal mask (a [N, 1, T, T] additive mask that
+    hides only the padding, positions following it), as LLM2Vec models are trained to be used.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        pooling: str = "mean",
+        max_length: int = 512,
+        device: str = "cpu",
+        adapters: Sequence[str] = (),
+        bidirectional: bool = False,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModel.from_pretrained(path)
+        if adapters:
+            from peft import PeftModel
+
+            for adapter in adapters:
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        self.model = model.to(device).eval()
         self.pooling, self.max_length, self.device = pooling, max_length, device
+        self.bidirectional = bidirectional
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         enc = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
-        hidden = self.model(**enc).last_hidden_state.float()  # [N, T, D]
+        if self.bidirectional:
+            mask = enc["attention_mask"]
+            dtype = next(self.model.parameters()).dtype
+            full = torch.zeros(
+                mask.shape[0], 1, mask.shape[1], mask.shape[1], dtype=dtype, device=mask.device
+            )
+            full.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(dtype).min)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=full, position_ids=positions)
+            hidden = hidden.last_hidden_state.float()
+        else:
+            hidden = self.model(**enc).last_hidden_state.float()  # [N, T, D]
         if self.pooling == "cls":
             return hidden[:, 0].cpu()
         mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -62,8 +97,16 @@ class STTeacher:
         return out.float().cpu()
 
 
-def load_teacher(name: str, pooling: str | None = None, max_length: int = 512, device: str = "cpu"):
-    """``"minilm"`` | a sentence-transformers dir | a transformers encoder (needs ``pooling``)."""
+def load_teacher(
+    name: str,
+    pooling: str | None = None,
+    max_length: int = 512,
+    device: str = "cpu",
+    adapters: Sequence[str] = (),
+    bidirectional: bool = False,
+):
+    """``"minilm"`` | a sentence-transformers dir | a transformers model (needs ``pooling``; with
+    ``adapters`` / ``bidirectional`` an LLM2Vec-style decoder, see ``HFTeacher``)."""
     if name.lower() in ("minilm", "all-minilm-l6-v2"):
         from llm2vec_gen.teachers import minilm_path
 
@@ -74,7 +117,7 @@ def load_teacher(name: str, pooling: str | None = None, max_length: int = 512, d
         raise ValueError(
             f"teacher {name!r} is not a sentence-transformers model: give pooling='mean' or 'cls'"
         )
-    return HFTeacher(name, pooling, max_length, device)
+    return HFTeacher(name, pooling, max_length, device, adapters, bidirectional)
 
 
 def teach(
@@ -88,10 +131,12 @@ def teach(
     answer_field: str = "answer",
     id_field: str = "id",
     progress: bool = True,
+    adapters: Sequence[str] = (),
+    bidirectional: bool = False,
 ) -> Path:
     """Embed every answer of ``input_path`` with the teacher; write the cache atomically; its path."""
     records = read_records(input_path, ("id", "answer"), {"id": id_field, "answer": answer_field})
-    model = load_teacher(teacher, pooling, max_length, device)
+    model = load_teacher(teacher, pooling, max_length, device, adapters, bidirectional)
     order = sorted(range(len(records)), key=lambda i: len(records[i]["answer"]))
     out: list[torch.Tensor | None] = [None] * len(records)
     for start in tqdm(range(0, len(order), batch_size), desc="teach", disable=not progress):
