@@ -21,14 +21,7 @@ NEW_TOKENS, K = 64, 10
 SHAPES = {"qwen-vocab": (QWEN_VOCAB_SIZE + K, 256, 4), "body": (8192, 512, 8)}  # vocab, hidden, layers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: the 2 shared cores are oversubscribed by other jobs, and OpenMP
-    barriers then cost more than the work (a decode step: 22 ms on 1 thread, 400 ms on 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=list(SHAPES))

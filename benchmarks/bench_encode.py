@@ -36,20 +36,13 @@ WORDS = (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def mixed_texts(n: int = N_TEXTS, seed: int = 0) -> list[str]:
     """n texts of 5..400 words (about one token per word), seeded."""
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 400))) for _ in range(n)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: the 2 shared cores are oversubscribed by other jobs, and OpenMP
-    barriers then cost more than the work (a decode step: 22 ms on 1 thread, 400 ms on 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,19 @@ from collections.abc import Callable
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on the 2 shared cores, oversubscribed by other jobs, OpenMP
+    barriers cost more than the work (a decode step: 22 ms on 1 thread, 400 ms on 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as f:

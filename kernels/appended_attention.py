@@ -39,6 +39,18 @@ _LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * log2(e))
 
 
 @triton.jit
+def _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok):
+    """Rows n of the prefix cache of (batch b, KV head bh): the mask [BLOCK_N] and K, V tiles
+    [BLOCK_N, BLOCK_D] in fp32, zero on padding and past L."""
+    valid = tl.load(PM + b * L + n, mask=n < L, other=0) != 0
+    c_off = bh * L * D + n[:, None] * D + d[None, :]
+    c_mask = valid[:, None] & d_ok[None, :]
+    kc = tl.load(KC + c_off, mask=c_mask, other=0.0).to(tl.float32)
+    vc = tl.load(VC + c_off, mask=c_mask, other=0.0).to(tl.float32)
+    return valid, kc, vc
+
+
+@triton.jit
 def _appended_attention_forward_kernel(
     Q, K, V, KC, VC, PM, OUT, LSE,
     HKV, L, D, GK, KLEN,
@@ -76,11 +88,7 @@ def _appended_attention_forward_kernel(
     n_base = tl.arange(0, BLOCK_N)
     for n0 in range(0, L, BLOCK_N):
         n = n0 + n_base
-        valid = tl.load(PM + b * L + n, mask=n < L, other=0) != 0
-        c_off = bh * L * D + n[:, None] * D + d[None, :]
-        c_mask = valid[:, None] & d_ok[None, :]
-        kc = tl.load(KC + c_off, mask=c_mask, other=0.0).to(tl.float32)
-        vc = tl.load(VC + c_off, mask=c_mask, other=0.0).to(tl.float32)
+        valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok)
         s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -144,11 +152,7 @@ def _appended_attention_backward_kernel(
 
         for n0 in range(0, L, BLOCK_N):
             n = n0 + n_base
-            valid = tl.load(PM + b * L + n, mask=n < L, other=0) != 0
-            c_off = bh * L * D + n[:, None] * D + d[None, :]
-            c_mask = valid[:, None] & d_ok[None, :]
-            kc = tl.load(KC + c_off, mask=c_mask, other=0.0).to(tl.float32)
-            vc = tl.load(VC + c_off, mask=c_mask, other=0.0).to(tl.float32)
+            valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok)
             s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
             p = tl.where(valid[None, :] & row_ok[:, None], tl.math.exp2(s - lse2[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(vc), input_precision=PREC)

@@ -27,6 +27,22 @@ def backend(request, monkeypatch) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny released-format checkpoint (tests/integration_checkpoint.py), one per test module."""
+    from integration_checkpoint import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    """``ckpt`` loaded on the CPU."""
+    from llm2vec_gen.model import LLM2VecGenModel
+
+    return LLM2VecGenModel.from_pretrained(ckpt, device="cpu")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,22 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from integration_checkpoint import DIM, TEXTS, tiny_checkpoint
+from integration_checkpoint import DIM, TEXTS
 
 from llm2vec_gen.cli import main
 from llm2vec_gen.integrations.files import OUTPUT_SUFFIXES, read_embeddings, read_texts, write_embeddings
 from llm2vec_gen.integrations.instructions import QUERY_INSTRUCTION
-from llm2vec_gen.model import LLM2VecGenModel
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("integration"))
-
-
-@pytest.fixture(scope="module")
-def model(ckpt) -> LLM2VecGenModel:
-    return LLM2VecGenModel.from_pretrained(ckpt, device="cpu")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import math
 import mteb
 import numpy as np
 import pytest
-from integration_checkpoint import DIM, tiny_checkpoint
+from integration_checkpoint import DIM
 from mteb.models.models_protocols import EncoderProtocol
 from mteb.types import PromptType
 
@@ -21,17 +21,6 @@ from llm2vec_gen.integrations.instructions import (
 )
 from llm2vec_gen.integrations.mteb import LLM2VecGenMTEB, local_retrieval_task, local_sts_task, model_meta
 from llm2vec_gen.integrations.sample_data import SAMPLE_CORPUS, SAMPLE_QRELS, SAMPLE_QUERIES, SAMPLE_STS
-from llm2vec_gen.model import LLM2VecGenModel
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("integration"))
-
-
-@pytest.fixture(scope="module")
-def model(ckpt) -> LLM2VecGenModel:
-    return LLM2VecGenModel.from_pretrained(ckpt, device="cpu")
 
 
 class _Spy:

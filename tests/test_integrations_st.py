@@ -6,19 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from integration_checkpoint import DIM, TEXTS, tiny_checkpoint
+from integration_checkpoint import DIM, TEXTS
 from sentence_transformers import SentenceTransformer
 
 from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION
 from llm2vec_gen.integrations.sentence_transformers import LLM2VecGenST, sentence_transformer
 from llm2vec_gen.model import LLM2VecGenModel
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> LLM2VecGenModel:
-    return LLM2VecGenModel.from_pretrained(
-        tiny_checkpoint(tmp_path_factory.mktemp("integration")), device="cpu"
-    )
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])

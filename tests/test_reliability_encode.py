@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration_checkpoint import tiny_checkpoint
 
 from llm2vec_gen.cli import main
 from llm2vec_gen.integrations import files, stream_encode
@@ -84,11 +83,6 @@ def _write_corpus(path: Path, rows: int, width: int) -> Path:
             text = " ".join(WORDS[(i * 7 + j * (i % 5 + 1)) % len(WORDS)] for j in range(width // 4))
             f.write(json.dumps({"id": f"doc-{i}", "text": f"{i}: {text}"[:width]}) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("reliability"))
 
 
 def _argv(ckpt: Path, source: Path, out: Path, *extra: str) -> list[str]:

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from integration_checkpoint import tiny_checkpoint
 from torch import nn
 
 import llm2vec_gen
@@ -37,16 +36,6 @@ from llm2vec_gen.cli import main
 from llm2vec_gen.model import LLM2VecGenModel
 
 PACKAGE = Path(llm2vec_gen.__file__).parent
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("reliability"))
-
-
-@pytest.fixture(scope="module")
-def model(ckpt) -> LLM2VecGenModel:
-    return LLM2VecGenModel.from_pretrained(ckpt, device="cpu")
 
 
 # ------------------------------------------------------------------------------------- model.encode
