@@ -1,7 +1,8 @@
 // distill_loss: mean-pool the student over K, compare with the teacher (MSE or 1 - cosine), and
 // write the gradient in the same pass. The gradient is the same for all K rows of a batch row, so
 // only grad_rows [B, D] = (d loss / d pooled) / K is written; autograd expands it to [B, K, D]
-// without copying. One task per batch row; per-row losses are reduced afterwards by one sum.
+// without copying. Rows are split over threads; each thread's loss sum is reduced in fp64 here, so
+// the op returns its scalar without a second tensor op.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -16,63 +17,95 @@ namespace l2vg {
 namespace {
 
 template <typename scalar_t>
-void distill_rows(const scalar_t* student, const at::opmath_type<scalar_t>* teacher,
-                  const float* weight, scalar_t* grad, at::opmath_type<scalar_t>* row_loss,
-                  int64_t batch, int64_t k, int64_t dim, bool cosine, double eps) {
+struct DistillArgs {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t inv_k = acc_t(1) / acc_t(k);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, k * dim));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> pooled(dim);
-    for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* s = student + b * k * dim;
-      const acc_t* t = teacher + b * dim;
-      std::fill(pooled.begin(), pooled.end(), acc_t(0));
-      for (int64_t j = 0; j < k; ++j) {
-        const scalar_t* sj = s + j * dim;
+  const scalar_t* student;  // [B, K, D]
+  const acc_t* teacher;     // [B, D]
+  const float* weight;      // [B] or nullptr
+  scalar_t* grad;           // [B, D] or nullptr
+  int64_t batch, k, dim;
+  bool cosine;
+  double eps;
+};
+
+// Rows [begin, end): returns their weighted loss sum; `pooled` is [D] scratch.
+template <typename scalar_t>
+L2VG_MULTIVERSION double distill_range(const DistillArgs<scalar_t>& a, int64_t begin, int64_t end,
+                                       at::opmath_type<scalar_t>* pooled) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t k = a.k, dim = a.dim;
+  const acc_t inv_k = acc_t(1) / acc_t(k), eps = static_cast<acc_t>(a.eps);
+  double total = 0;
+  for (int64_t b = begin; b < end; ++b) {
+    const scalar_t* s = a.student + b * k * dim;
+    const acc_t* t = a.teacher + b * dim;
 #pragma omp simd
-        for (int64_t d = 0; d < dim; ++d) pooled[d] += static_cast<acc_t>(sj[d]);
-      }
-      const acc_t w = weight ? static_cast<acc_t>(weight[b]) : acc_t(1);
-      // grad_p[d] = coef_p * p[d] + coef_t * t[d], then spread evenly over the K rows.
-      acc_t coef_p, coef_t;
-      if (cosine) {
-        acc_t dot = 0, pp = 0, tt = 0;
+    for (int64_t d = 0; d < dim; ++d) pooled[d] = static_cast<acc_t>(s[d]);
+    for (int64_t j = 1; j < k; ++j) {
+      const scalar_t* sj = s + j * dim;
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) pooled[d] += static_cast<acc_t>(sj[d]);
+    }
+    const acc_t w = a.weight ? static_cast<acc_t>(a.weight[b]) : acc_t(1);
+    // grad_p[d] = coef_p * p[d] + coef_t * t[d], then spread evenly over the K rows.
+    acc_t coef_p, coef_t;
+    if (a.cosine) {
+      acc_t dot = 0, pp = 0, tt = 0;
 #pragma omp simd reduction(+ : dot, pp, tt)
-        for (int64_t d = 0; d < dim; ++d) {
-          const acc_t p = pooled[d] * inv_k;
-          pooled[d] = p;
-          dot += p * t[d];
-          pp += p * p;
-          tt += t[d] * t[d];
-        }
-        const acc_t np = std::max<acc_t>(std::sqrt(pp), eps);
-        const acc_t nt = std::max<acc_t>(std::sqrt(tt), eps);
-        const acc_t cos = dot / (np * nt);
-        row_loss[b] = w * (acc_t(1) - cos);
-        const acc_t scale = -w / acc_t(batch);
-        coef_t = scale / (np * nt);
-        coef_p = std::sqrt(pp) > eps ? -scale * cos / pp : acc_t(0);
-      } else {
-        acc_t sq = 0;
-#pragma omp simd reduction(+ : sq)
-        for (int64_t d = 0; d < dim; ++d) {
-          const acc_t p = pooled[d] * inv_k;
-          pooled[d] = p;
-          sq += (p - t[d]) * (p - t[d]);
-        }
-        row_loss[b] = w * sq / acc_t(dim);
-        coef_p = acc_t(2) * w / acc_t(batch * dim);
-        coef_t = -coef_p;
+      for (int64_t d = 0; d < dim; ++d) {
+        const acc_t p = pooled[d] * inv_k;
+        pooled[d] = p;
+        dot += p * t[d];
+        pp += p * p;
+        tt += t[d] * t[d];
       }
-      if (grad == nullptr) continue;
-      scalar_t* g = grad + b * dim;
-      coef_p *= inv_k;
-      coef_t *= inv_k;
+      const acc_t np = std::max<acc_t>(std::sqrt(pp), eps);
+      const acc_t nt = std::max<acc_t>(std::sqrt(tt), eps);
+      const acc_t cos = dot / (np * nt);
+      total += static_cast<double>(w * (acc_t(1) - cos));
+      const acc_t scale = -w / acc_t(a.batch);
+      coef_t = scale / (np * nt);
+      coef_p = std::sqrt(pp) > eps ? -scale * cos / pp : acc_t(0);
+    } else {
+      acc_t sq = 0;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t d = 0; d < dim; ++d) {
+        const acc_t p = pooled[d] * inv_k;
+        pooled[d] = p;
+        sq += (p - t[d]) * (p - t[d]);
+      }
+      total += static_cast<double>(w * sq / acc_t(dim));
+      coef_p = acc_t(2) * w / acc_t(a.batch * dim);
+      coef_t = -coef_p;
+    }
+    if (a.grad == nullptr) continue;
+    scalar_t* g = a.grad + b * dim;
+    coef_p *= inv_k;
+    coef_t *= inv_k;
 #pragma omp simd
-      for (int64_t d = 0; d < dim; ++d) g[d] = static_cast<scalar_t>(coef_p * pooled[d] + coef_t * t[d]);
+    for (int64_t d = 0; d < dim; ++d) g[d] = static_cast<scalar_t>(coef_p * pooled[d] + coef_t * t[d]);
+  }
+  return total;
+}
+
+template <typename scalar_t>
+double distill_rows(const DistillArgs<scalar_t>& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, a.k * a.dim));
+  const int64_t chunks = std::min<int64_t>(at::get_num_threads(), at::divup(a.batch, grain));
+  std::vector<double> partial(std::max<int64_t>(chunks, 1), 0.0);
+  // One chunk per thread with a fixed split, so the fp64 sum order (and the loss) never depends on
+  // scheduling.
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<acc_t> pooled(a.dim);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = c * a.batch / chunks, end = (c + 1) * a.batch / chunks;
+      partial[c] = distill_range<scalar_t>(a, begin, end, pooled.data());
     }
   });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total / static_cast<double>(a.batch);
 }
 
 }  // namespace
@@ -93,17 +126,17 @@ std::tuple<at::Tensor, at::Tensor> distill_loss_forward(const at::Tensor& studen
   at::Tensor w;
   if (weight.has_value()) w = weight->to(at::kFloat).contiguous();
   at::Tensor grad = compute_grad ? at::empty({batch, dim}, s.options()) : at::Tensor();
-  at::Tensor row_loss = at::empty({batch}, s.options().dtype(acc_dtype));
+  double loss = 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "distill_loss", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    distill_rows<scalar_t>(s.const_data_ptr<scalar_t>(), t.const_data_ptr<acc_t>(),
-                           w.defined() ? w.const_data_ptr<float>() : nullptr,
-                           compute_grad ? grad.mutable_data_ptr<scalar_t>() : nullptr,
-                           row_loss.mutable_data_ptr<acc_t>(), batch, k, dim, cosine, eps);
+    const DistillArgs<scalar_t> args{s.const_data_ptr<scalar_t>(),
+                                     t.const_data_ptr<acc_t>(),
+                                     w.defined() ? w.const_data_ptr<float>() : nullptr,
+                                     compute_grad ? grad.mutable_data_ptr<scalar_t>() : nullptr,
+                                     batch, k, dim, cosine, eps};
+    loss = distill_rows<scalar_t>(args);
   });
-  at::Tensor loss = row_loss.sum().div_(static_cast<double>(batch));
-  if (acc_dtype != at::kDouble) loss = loss.to(at::kFloat);
-  return {loss, grad};
+  return {at::scalar_tensor(loss, s.options().dtype(acc_dtype)), grad};
 }
 
 }  // namespace l2vg

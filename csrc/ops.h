@@ -7,6 +7,15 @@
 #include <optional>
 #include <tuple>
 
+// Row loops marked L2VG_MULTIVERSION are compiled for x86-64-v4 (AVX-512), v3 (AVX2+FMA) and the
+// baseline, and the loader picks the best one for the running CPU (GCC function multiversioning),
+// so one portable wheel still runs wide vectors. Other compilers/platforms get the baseline only.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define L2VG_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define L2VG_MULTIVERSION
+#endif
+
 namespace l2vg {
 
 // distill_loss.cpp: loss (fp32 scalar; fp64 for fp64) and grad_rows [B, D] (student's dtype; empty

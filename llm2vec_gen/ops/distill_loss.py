@@ -18,6 +18,7 @@ only [B, D] between forward and backward and return it expanded to [B, K, D] (a 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -85,7 +86,8 @@ def distill_loss(
     """Mean distillation loss of student [B, K, D] or [B, D] against teacher [B, D]; fp32 scalar.
 
     With ``check_finite`` a non-finite loss raises ValueError naming the input that holds NaN/inf
-    (one scalar check; trainers that count bad steps themselves pass False).
+    (one scalar read, which waits for the device; trainers that count bad steps themselves pass
+    False).
     """
     check_tensor("student", student, (2, 3))
     check_tensor("teacher", teacher, (2,))
@@ -113,7 +115,7 @@ def distill_loss(
         teacher = teacher.detach().contiguous()
         weight = None if weight is None else weight.detach().to(torch.float32).contiguous()
         loss = _DistillLoss.apply(student.contiguous(), teacher, weight, kind, float(eps), backend)
-    if check_finite and not bool(torch.isfinite(loss)):
+    if check_finite and not math.isfinite(loss.detach().item()):
         for name, t in tensors.items():
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} of shape {tuple(t.shape)} holds NaN or inf values")
