@@ -92,7 +92,7 @@ def _instruction(args: argparse.Namespace) -> str | None:
 @_usage_errors
 def _cmd_encode(args: argparse.Namespace) -> int:
     """Texts file in -> embeddings file out (ids kept), streamed chunk by chunk; --resume continues a
-    killed run. Under torchrun each rank encodes one shard."""
+    killed run. Under torchrun each rank streams and encodes one contiguous shard."""
     from pathlib import Path
 
     from llm2vec_gen.integrations import distributed, stream_encode
@@ -115,16 +115,21 @@ def _cmd_encode(args: argparse.Namespace) -> int:
             raise _UsageError("--save-recon and --resume are not supported under torchrun")
         import torch.distributed as dist
 
-        ids, texts = _read_inputs(args)
         info = distributed.setup()
         model = _load_model(args, device=str(info.device))
         shard_dir = args.shard_dir or f"{args.output}.shards"
-        kwargs.update(show_progress_bar=args.progress)
-        distributed.encode_distributed(model, texts, shard_dir, ids=ids, output=args.output, **kwargs)
+        try:
+            rows = distributed.encode_file_distributed(
+                model, args.input, shard_dir, args.output, text_field=args.text_field,
+                id_field=args.id_field, chunk_rows=args.chunk_rows, bad_bytes=args.bad_bytes,
+                progress=args.progress, **kwargs,
+            )  # fmt: skip
+        except (InputError, ValueError) as exc:
+            raise _UsageError(str(exc)) from exc
         dist.destroy_process_group()
         if info.rank != 0:
             return 0
-        done, where = f"{len(texts)} texts", f"{info.world_size} ranks"
+        done, where = f"{rows} texts", f"{info.world_size} ranks"
     else:
         model = _load_model(args)
         settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "dtype": str(model.llm.dtype)}
@@ -315,7 +320,8 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _cmd_respond(args: argparse.Namespace) -> int:
-    """Generate the LLM's own answers to a file of queries (resumable JSONL output)."""
+    """Generate the LLM's own answers to a file of queries, streamed WINDOW queries at a time; the
+    JSONL output is appended and a rerun after a kill continues it (OUTPUT.progress.json)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -337,6 +343,7 @@ def _cmd_respond(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
             top_p=args.top_p, seed=args.seed, chat_template=not args.no_chat_template,
             max_length=args.max_length, query_field=args.query_field, id_field=args.id_field,
+            window=args.window,
         )  # fmt: skip
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc
@@ -345,7 +352,8 @@ def _cmd_respond(args: argparse.Namespace) -> int:
 
 
 def _cmd_teach(args: argparse.Namespace) -> int:
-    """Embed the answers once with the teacher; cache keyed by id (safetensors)."""
+    """Embed the answers once with the teacher; cache keyed by id (safetensors). Streamed WINDOW
+    answers at a time into OUTPUT.parts/; a rerun after a kill continues from the committed ones."""
     from llm2vec_gen.train.teach import teach
 
     _check_file(args.input, "input")
@@ -356,7 +364,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
             args.input, args.output, teacher=args.teacher, pooling=args.pooling,
             batch_size=args.batch_size, max_length=args.max_length, device=args.device or "cpu",
             answer_field=args.answer_field, id_field=args.id_field, adapters=args.adapter,
-            bidirectional=args.bidirectional,
+            bidirectional=args.bidirectional, window=args.window, resume=not args.no_resume,
         )  # fmt: skip
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc
@@ -444,6 +452,8 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     respond.add_argument("--id-field", default="id")
     respond.add_argument("--device", default=None)
     respond.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    respond.add_argument("--window", type=_positive_int, default=4096,
+                         help="queries read and sorted by length at a time (default 4096)")  # fmt: skip
     respond.set_defaults(func=_usage_errors(_cmd_respond))
 
     teach = sub.add_parser(
@@ -469,6 +479,10 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     teach.add_argument("--answer-field", default="answer")
     teach.add_argument("--id-field", default="id")
     teach.add_argument("--device", default=None)
+    teach.add_argument("--window", type=_positive_int, default=4096,
+                       help="answers embedded and committed at a time (default 4096)")  # fmt: skip
+    teach.add_argument("--no-resume", action="store_true",
+                       help="ignore the windows a killed run committed in OUTPUT.parts/")  # fmt: skip
     teach.set_defaults(func=_usage_errors(_cmd_teach))
 
     train = sub.add_parser("train", help="train an LLM2Vec-Gen encoder", description=_cmd_train.__doc__)

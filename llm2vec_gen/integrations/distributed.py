@@ -1,10 +1,13 @@
 """Encoding one corpus across processes and hosts with ``torch.distributed`` (torchrun).
 
-Every rank holds the whole list of texts (cheap) and encodes only its contiguous shard
-``texts[N*r//W : N*(r+1)//W]``; it writes ``shard-<r>-of-<W>.npy`` into a shard directory; after a
-barrier rank 0 reads the shards in rank order, so rows come back in input order, and writes the
-merged file. Shards go through the filesystem, so across hosts the shard directory must be on a
-filesystem every host sees (NFS, Lustre, a mounted bucket).
+Every rank encodes only its contiguous shard ``[N*r//W, N*(r+1)//W)`` of the N records and writes
+``shard-<r>-of-<W>.npy`` into a shard directory; after a barrier rank 0 reads the shards in rank
+order, so rows come back in input order, and writes the merged file. ``encode_file_distributed``
+(the CLI's path) streams a texts file: each rank counts the records in one streaming pass, then
+reads its own range chunk by chunk through ``stream_encode.encode_file``, and rank 0 merges the
+shards slice by slice, so no rank holds the corpus. ``encode_distributed`` takes a list of texts.
+Shards go through the filesystem, so across hosts the shard directory must be on a filesystem
+every host sees (NFS, Lustre, a mounted bucket).
 
     torchrun --nproc-per-node 8 -m llm2vec_gen.cli encode CKPT corpus.jsonl emb.npy   # one host
     torchrun --nnodes 4 --node-rank $NODE --nproc-per-node 8 \\
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -82,18 +86,21 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def merge_shards(shard_dir: str | Path, world_size: int, n: int) -> np.ndarray:
-    """Concatenates the ``world_size`` shard files in rank order: fp32 [n, D]."""
-    shard_dir = Path(shard_dir)
-    parts = []
-    for rank in range(world_size):
-        path = _shard_path(shard_dir, rank, world_size)
+def _written_shards(shard_dir: Path, world_size: int) -> list[Path]:
+    """The shard files of every rank, in rank order; FileNotFoundError naming a missing one."""
+    paths = [_shard_path(shard_dir, rank, world_size) for rank in range(world_size)]
+    for rank, path in enumerate(paths):
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: shard of rank {rank} missing; across hosts the shard directory must be on a "
                 "filesystem that every host sees"
             )
-        parts.append(np.load(path))
+    return paths
+
+
+def merge_shards(shard_dir: str | Path, world_size: int, n: int) -> np.ndarray:
+    """Concatenates the ``world_size`` shard files in rank order: fp32 [n, D]."""
+    parts = [np.load(path) for path in _written_shards(Path(shard_dir), world_size)]
     merged = np.concatenate([p for p in parts if p.size], axis=0) if any(p.size for p in parts) else parts[0]
     if merged.shape[0] != n:
         raise RuntimeError(f"merged shards hold {merged.shape[0]} rows, expected {n}")
@@ -146,3 +153,68 @@ def encode_distributed(
     if world_size > 1:
         dist.barrier()
     return merged
+
+
+def encode_file_distributed(
+    model: Any,
+    input_path: str | Path,
+    shard_dir: str | Path,
+    output: str | Path,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    chunk_rows: int = 4096,
+    bad_bytes: str = "error",
+    keep_shards: bool = False,
+    progress: bool = False,
+    **encode_kwargs: Any,
+) -> int:
+    """Encodes a texts file (see ``files``) across the ranks of the process group into ``output``.
+
+    Each rank streams its contiguous range of records, ``chunk_rows`` at a time, into
+    ``shard-<r>-of-<W>.npy`` (fp32 [n_r, D]) with an ids sidecar; rank 0 merges them in input
+    order, ``chunk_rows`` rows in memory at a time. ``model`` needs ``embedding_dim`` and
+    ``encode(texts, **encode_kwargs)``. Returns the number of records (every rank); without a
+    process group this is a single-process streamed encode.
+    """
+    from llm2vec_gen.integrations import files, stream_encode
+
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    read = {"text_field": text_field, "id_field": id_field, "bad_bytes": bad_bytes}
+    n = sum(len(ids) for ids, _ in files.iter_texts(input_path, chunk_rows=chunk_rows, **read))
+    start, end = shard_bounds(n, rank, world_size)
+    shard = _shard_path(shard_dir, rank, world_size)
+    stream_encode.encode_file(
+        model,
+        input_path,
+        shard,
+        chunk_rows=chunk_rows,
+        chunks=files.iter_texts(input_path, chunk_rows=chunk_rows, start=start, stop=end, **read),
+        settings={"shard": [start, end]},
+        progress=progress and rank == 0,
+        **read,
+        **encode_kwargs,
+    )
+    if world_size > 1:
+        dist.barrier()
+    if rank == 0:
+        shards = _written_shards(shard_dir, world_size)
+
+        def parts() -> Iterator[tuple[list[str], np.ndarray]]:
+            for path in shards:
+                ids, emb = files.read_embeddings(path, mmap=True)
+                for lo in range(0, len(ids), chunk_rows):
+                    yield ids[lo : lo + chunk_rows], emb[lo : lo + chunk_rows]
+
+        files.write_embeddings_stream(output, parts, n, int(model.embedding_dim))
+        if not keep_shards:
+            for path in shards:
+                path.unlink(missing_ok=True)
+                files.ids_sidecar(path).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # left in place if it holds anything else
+                shard_dir.rmdir()
+    if world_size > 1:
+        dist.barrier()
+    return n

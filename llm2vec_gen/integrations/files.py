@@ -26,7 +26,8 @@ import csv
 import json
 import struct
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -117,14 +118,19 @@ class _Records:
         return ident, text
 
 
-def _iter_records(
-    path: Path, suffix: str, text_field: str, id_field: str, max_line_bytes: int, bad_bytes: str
-) -> Iterator[tuple[str, str]]:
-    records = _Records(path, text_field, id_field)
-    if suffix == ".txt":
-        for number, line in _lines(path, max_line_bytes, bad_bytes):
-            yield str(number - 1), line
-    elif suffix == ".jsonl":
+def iter_rows(
+    path: Path,
+    suffix: str,
+    required: Sequence[str] = (),
+    optional: Sequence[str] = (),
+    max_line_bytes: int = MAX_LINE_BYTES,
+    bad_bytes: str = "error",
+) -> Iterator[tuple[str, dict]]:
+    """Streams ``(where, record)`` of a .jsonl/.csv/.tsv/.parquet file, ``where`` naming the line
+    (parquet: the row) for error messages; one record in memory. Parquet reads only the columns
+    ``required`` (InputError when one is missing) and ``optional`` (when present); the other
+    formats yield every field and leave the checks of the fields to the caller."""
+    if suffix == ".jsonl":
         for number, line in _lines(path, max_line_bytes, bad_bytes):
             if not line.strip():
                 continue
@@ -136,7 +142,7 @@ def _iter_records(
                 raise InputError(
                     f"{path}: line {number} is a JSON {type(record).__name__}, expected an object"
                 )
-            yield records.take(f"line {number}", record)
+            yield f"line {number}", record
     elif suffix in (".csv", ".tsv"):
         numbered = _lines(path, max_line_bytes, bad_bytes)
         line = [0]
@@ -155,20 +161,36 @@ def _iter_records(
                     raise InputError(
                         f"{path}: line {line[0]} has {len(row)} columns, the header {len(header)}"
                     )
-                yield records.take(f"line {line[0]}", dict(zip(header, row, strict=True)))
+                yield f"line {line[0]}", dict(zip(header, row, strict=True))
         except csv.Error as exc:
             raise InputError(f"{path}: line {line[0]}: {exc}") from None
-    else:
+    elif suffix == ".parquet":
         parquet = _pyarrow().parquet.ParquetFile(path)
         names = parquet.schema_arrow.names
-        if text_field not in names:
-            raise InputError(f"{path}: no field {text_field!r} (fields: {sorted(names)})")
-        columns = [text_field] + ([id_field] if id_field in names and id_field != text_field else [])
+        for field in required:
+            if field not in names:
+                raise InputError(f"{path}: no field {field!r} (fields: {sorted(names)})")
+        columns = list(dict.fromkeys([*required, *(f for f in optional if f in names)]))
         row = 0
         for batch in parquet.iter_batches(batch_size=4096, columns=columns):
             for record in batch.to_pylist():
-                yield records.take(f"row {row}", record)
+                yield f"row {row}", record
                 row += 1
+    else:
+        raise ValueError(f"{path}: cannot read records from a {suffix!r} file")
+
+
+def _iter_records(
+    path: Path, suffix: str, text_field: str, id_field: str, max_line_bytes: int, bad_bytes: str
+) -> Iterator[tuple[str, str]]:
+    if suffix == ".txt":
+        for number, line in _lines(path, max_line_bytes, bad_bytes):
+            yield str(number - 1), line
+        return
+    records = _Records(path, text_field, id_field)
+    optional = [id_field] if id_field != text_field else []
+    for where, record in iter_rows(path, suffix, [text_field], optional, max_line_bytes, bad_bytes):
+        yield records.take(where, record)
 
 
 def iter_texts(
@@ -178,16 +200,22 @@ def iter_texts(
     chunk_rows: int = 4096,
     max_line_bytes: int = MAX_LINE_BYTES,
     bad_bytes: str = "error",
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[Chunk]:
     """Streams ``(ids, texts)`` chunks of ``chunk_rows`` records (the last one shorter) from a
-    .txt/.jsonl/.csv/.tsv/.parquet file; raises FileNotFoundError, ValueError or InputError."""
+    .txt/.jsonl/.csv/.tsv/.parquet file; raises FileNotFoundError, ValueError or InputError.
+
+    ``start``/``stop``: only records ``[start, stop)`` (the file is still read, and checked, from
+    its first line up to ``stop``, so ids without an id field keep their global numbers)."""
     path = Path(path)
     suffix = _check_input(path)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     ids: list[str] = []
     texts: list[str] = []
-    for ident, text in _iter_records(path, suffix, text_field, id_field, max_line_bytes, bad_bytes):
+    records = _iter_records(path, suffix, text_field, id_field, max_line_bytes, bad_bytes)
+    for ident, text in islice(records, start, stop):
         ids.append(ident)
         texts.append(text)
         if len(ids) == chunk_rows:
@@ -212,7 +240,8 @@ def read_texts(
 # --------------------------------------------------------------------------------------- outputs
 
 
-def _ids_sidecar(path: Path) -> Path:
+def ids_sidecar(path: Path) -> Path:
+    """The ids file of a .npy output: ``<name>.ids.json`` beside it."""
     return path.with_name(path.name[: -len(path.suffix)] + ".ids.json")
 
 
@@ -258,10 +287,10 @@ def _write_npz(path: Path, parts: Parts, rows: int, dim: int) -> None:
                 f.write(np.array([str(i) for i in ids], dtype=f"<U{width}").tobytes())
 
 
-def _write_safetensors(path: Path, parts: Parts, rows: int, dim: int) -> None:
+def _write_safetensors(path: Path, parts: Parts, rows: int, dim: int, metadata: dict[str, str]) -> None:
     ids = [str(i) for chunk, _ in parts() for i in chunk]  # the format keeps all ids in its header
     header = {
-        "__metadata__": {"ids": json.dumps(ids)},
+        "__metadata__": {**metadata, "ids": json.dumps(ids)},
         "embeddings": {"dtype": "F32", "shape": [rows, dim], "data_offsets": [0, rows * dim * 4]},
     }
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -284,15 +313,20 @@ def _write_parquet(path: Path, parts: Parts, dim: int) -> None:
             )
 
 
-def write_embeddings_stream(path: str | Path, parts: Parts, rows: int, dim: int) -> None:
+def write_embeddings_stream(
+    path: str | Path, parts: Parts, rows: int, dim: int, metadata: dict[str, str] | None = None
+) -> None:
     """Writes ``rows`` fp32 embeddings of width ``dim`` with their ids, one chunk in memory at a time.
 
     ``parts()`` yields ``(ids [n], embeddings [n, D])`` chunks in order; it may be called more than
     once (npz and safetensors read the ids first). Each file goes to a temporary name, is fsynced
-    and renamed into place (.npy: the ids sidecar first).
+    and renamed into place (.npy: the ids sidecar first). ``metadata``: extra string entries of a
+    .safetensors header (beside ``ids``); other formats have no place for them (ValueError).
     """
     path = Path(path)
     suffix = _check_output(path)
+    if metadata and suffix != ".safetensors":
+        raise ValueError(f"{path}: only a .safetensors output carries metadata")
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def checked() -> Iterator[tuple[list[str], np.ndarray]]:
@@ -308,7 +342,7 @@ def write_embeddings_stream(path: str | Path, parts: Parts, rows: int, dim: int)
             raise ValueError(f"the chunks hold {seen} rows, expected {rows}")
 
     if suffix == ".npy":
-        atomic_write(_ids_sidecar(path), lambda tmp: _write_ids_json(tmp, checked))
+        atomic_write(ids_sidecar(path), lambda tmp: _write_ids_json(tmp, checked))
 
         def npy(tmp: Path) -> None:
             with open(tmp, "wb") as f:
@@ -318,7 +352,7 @@ def write_embeddings_stream(path: str | Path, parts: Parts, rows: int, dim: int)
     elif suffix == ".npz":
         atomic_write(path, lambda tmp: _write_npz(tmp, checked, rows, dim))
     elif suffix == ".safetensors":
-        atomic_write(path, lambda tmp: _write_safetensors(tmp, checked, rows, dim))
+        atomic_write(path, lambda tmp: _write_safetensors(tmp, checked, rows, dim, metadata or {}))
     else:
         atomic_write(path, lambda tmp: _write_parquet(tmp, checked, dim))
 
@@ -333,12 +367,14 @@ def write_embeddings(path: str | Path, ids: list[str], embeddings: np.ndarray) -
     write_embeddings_stream(path, lambda: [(ids, embeddings)], len(ids), embeddings.shape[1])
 
 
-def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Reads back ``(ids, embeddings)`` written by :func:`write_embeddings`; embeddings fp32 [N, D]."""
+def read_embeddings(path: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray]:
+    """Reads back ``(ids, embeddings)`` written by :func:`write_embeddings`; embeddings fp32 [N, D]
+    (``mmap``: a .npy is memory-mapped read-only instead of loaded)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return json.loads(_ids_sidecar(path).read_text(encoding="utf-8")), np.load(path)
+        emb = np.load(path, mmap_mode="r" if mmap else None)
+        return json.loads(ids_sidecar(path).read_text(encoding="utf-8")), emb
     if suffix == ".npz":
         with np.load(path) as data:
             return [str(i) for i in data["ids"]], data["embeddings"]

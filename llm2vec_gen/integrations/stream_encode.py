@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +68,15 @@ def _write_manifest(store: Path, manifest: dict) -> None:
     fsync_dir(store)
 
 
-def _input_identity(path: Path) -> dict:
+def input_identity(path: Path) -> dict:
+    """What a resumed run checks to know the input is unchanged: its path, size and mtime."""
     stat = path.stat()
     return {"input": str(path.resolve()), "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
 
 
-def _open_store(store: Path, settings: dict, resume: bool) -> dict:
-    """The manifest to continue from (resume) or a fresh, empty store."""
+def _open_store(store: Path, settings: dict, resume: bool, restart_on_change: bool = False) -> dict:
+    """The manifest to continue from (resume) or a fresh, empty store (also when the settings
+    changed and ``restart_on_change``)."""
     manifest_path = store / MANIFEST
     if resume and manifest_path.is_file():
         try:
@@ -85,13 +87,14 @@ def _open_store(store: Path, settings: dict, resume: bool) -> dict:
             raise ValueError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT}")
         old = manifest.get("settings", {})
         changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
-        if changed:
+        if changed and not restart_on_change:
             details = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
             raise ValueError(
                 f"cannot resume from {store}: {details}. Re-run with the same input and options, "
                 f"or without --resume to start over"
             )
-        return manifest
+        if not changed:
+            return manifest
     if store.exists():
         shutil.rmtree(store)
     store.mkdir(parents=True)
@@ -121,7 +124,9 @@ def _check_skipped(input_path: Path, skipped: int, committed_rows: int) -> None:
         )
 
 
-def _merge(store: Path, manifest: dict, output: Path, recon_output: Path | None, dim: int) -> None:
+def _merge(
+    store: Path, manifest: dict, output: Path, recon_output: Path | None, dim: int, metadata: dict | None
+) -> None:
     chunks = range(manifest["chunks"])
 
     def parts() -> Iterator[tuple[list[str], np.ndarray]]:
@@ -129,7 +134,8 @@ def _merge(store: Path, manifest: dict, output: Path, recon_output: Path | None,
             ids = json.loads(chunk_file(store, index, "ids").read_text(encoding="utf-8"))
             yield ids, np.load(chunk_file(store, index, "emb"), mmap_mode="r")
 
-    files.write_embeddings_stream(output, parts, manifest["rows"], dim)
+    extra = {"metadata": metadata} if metadata else {}
+    files.write_embeddings_stream(output, parts, manifest["rows"], dim, **extra)
     if recon_output is not None:
         trailing = tuple(manifest["settings"]["recon_shape"])
 
@@ -157,6 +163,9 @@ def encode_file(
     max_line_bytes: int = files.MAX_LINE_BYTES,
     settings: dict | None = None,
     progress: bool = False,
+    chunks: Iterable[files.Chunk] | None = None,
+    metadata: dict[str, str] | None = None,
+    restart_on_change: bool = False,
     **encode_kwargs: Any,
 ) -> StreamResult:
     """Encodes every text of ``input_path`` into ``output`` (ids + fp32 [N, D], see ``files``).
@@ -165,16 +174,22 @@ def encode_file(
     ``batch_size``, ``max_length``, ``instruction``, ``normalize`` pass through); with
     ``recon_output`` (.npy) the recon states [N, N_tok, H] are saved as well. ``resume=True``
     continues a killed run with the same input and options (``settings``, e.g. the checkpoint and
-    dtype, must match too). Raises ``files.InputError`` naming the line of a malformed input.
+    dtype, must match too); with ``restart_on_change`` a store whose input or settings differ is
+    discarded instead of refused. ``chunks``: the ``(ids, texts)`` chunks to encode instead of
+    ``files.iter_texts(input_path, ...)`` (e.g. a record range, or records checked by another
+    reader); ``input_path`` still identifies the input in the manifest. ``metadata``: extra
+    entries of a .safetensors output header. Raises ``files.InputError`` naming the line of a
+    malformed input.
     """
     input_path, output = Path(input_path), Path(output)
     recon_output = Path(recon_output) if recon_output is not None else None
     store = parts_dir(output)
     dim = int(model.embedding_dim)
     recon_shape = [int(model.num_encode_tokens), int(model.special_rows.shape[1])] if recon_output else None
-    chunk_iter = files.iter_texts(input_path, text_field, id_field, chunk_rows, max_line_bytes, bad_bytes)
+    if chunks is None:
+        chunks = files.iter_texts(input_path, text_field, id_field, chunk_rows, max_line_bytes, bad_bytes)
     full_settings = {
-        **_input_identity(input_path),
+        **input_identity(input_path),
         "text_field": text_field,
         "id_field": id_field,
         "chunk_rows": chunk_rows,
@@ -184,7 +199,7 @@ def encode_file(
         **{k: encode_kwargs[k] for k in sorted(encode_kwargs)},
         **(settings or {}),
     }
-    manifest = _open_store(store, json.loads(json.dumps(full_settings)), resume)
+    manifest = _open_store(store, json.loads(json.dumps(full_settings)), resume, restart_on_change)
     committed, resumed_rows = manifest["chunks"], manifest["rows"]
     bar = None
     if progress:
@@ -193,7 +208,7 @@ def encode_file(
         bar = tqdm(desc="Encoding", unit="text", initial=resumed_rows)
     if not manifest["done"]:
         skipped = 0
-        for index, (ids, texts) in enumerate(chunk_iter):
+        for index, (ids, texts) in enumerate(chunks):
             if index < committed:
                 skipped += len(ids)
                 continue
@@ -213,7 +228,7 @@ def encode_file(
         _write_manifest(store, manifest)
     if bar is not None:
         bar.close()
-    _merge(store, manifest, output, recon_output, dim)
+    _merge(store, manifest, output, recon_output, dim, metadata)
     shutil.rmtree(store)
     return StreamResult(manifest["rows"], manifest["chunks"], resumed_rows, output)
 

@@ -4,6 +4,12 @@ The teacher is frozen and sees only the answer, so the reference's per-step teac
 replaced by one pass here. The cache is one safetensors file: tensor ``embeddings`` fp32 [N, D] and
 metadata ``ids`` (a JSON list, row order), ``teacher`` and ``pooling``.
 
+The answers are streamed ``window`` records at a time (``data.iter_records``) through
+``integrations.stream_encode.encode_file``: each window's embeddings are committed atomically to
+``<output>.parts/`` with a manifest, a rerun after a kill skips the committed windows (when the
+input file and the settings are unchanged; otherwise it starts over), and the windows are merged
+into the cache (streamed; the header's id list is the only part that grows with the file).
+
 Teachers: ``"minilm"`` (the offline all-MiniLM-L6-v2), any sentence-transformers directory (it has a
 ``modules.json``), or any transformers encoder with ``pooling="mean"`` (over the attention mask) or
 ``"cls"`` (first token), as the reference pools its LLM2Vec and BGE teachers. LLM2Vec-style teachers
@@ -14,16 +20,16 @@ adapters (e.g. the MNTP then the unsupervised SimCSE LoRA) merged in order, with
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from llm2vec_gen.train.data import read_records
+from llm2vec_gen.integrations import stream_encode
+from llm2vec_gen.train.data import iter_records, windows
 
 
 class HFTeacher:
@@ -59,6 +65,7 @@ class HFTeacher:
         self.model = model.to(device).eval()
         self.pooling, self.max_length, self.device = pooling, max_length, device
         self.bidirectional = bidirectional
+        self.embedding_dim = int(model.config.hidden_size)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -91,6 +98,7 @@ class STTeacher:
 
         self.model = SentenceTransformer(path, device=device)
         self.model.max_seq_length = min(self.model.max_seq_length or max_length, max_length)
+        self.embedding_dim = int(self.model.get_sentence_embedding_dimension())
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         out = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
@@ -120,6 +128,24 @@ def load_teacher(
     return HFTeacher(name, pooling, max_length, device, adapters, bidirectional)
 
 
+class _Windowed:
+    """A teacher as ``stream_encode.encode_file`` drives it: one window of answers, stripped and
+    sorted by length into batches of ``batch_size``; fp32 [n, D] in the window's order."""
+
+    def __init__(self, teacher, progress: bool):
+        self.teacher, self.embedding_dim = teacher, teacher.embedding_dim
+        self.bar = tqdm(desc="teach", unit="answer", disable=not progress)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty(len(texts), self.embedding_dim)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self.teacher.encode([texts[i].strip() for i in idx]).float()
+            self.bar.update(len(idx))
+        return out.numpy()
+
+
 def teach(
     input_path: str | Path,
     output_path: str | Path,
@@ -133,26 +159,41 @@ def teach(
     progress: bool = True,
     adapters: Sequence[str] = (),
     bidirectional: bool = False,
+    window: int = 4096,
+    resume: bool = True,
 ) -> Path:
-    """Embed every answer of ``input_path`` with the teacher; write the cache atomically; its path."""
-    records = read_records(input_path, ("id", "answer"), {"id": id_field, "answer": answer_field})
-    model = load_teacher(teacher, pooling, max_length, device, adapters, bidirectional)
-    order = sorted(range(len(records)), key=lambda i: len(records[i]["answer"]))
-    out: list[torch.Tensor | None] = [None] * len(records)
-    for start in tqdm(range(0, len(order), batch_size), desc="teach", disable=not progress):
-        idx = order[start : start + batch_size]
-        emb = model.encode([records[i]["answer"].strip() for i in idx])
-        for j, i in enumerate(idx):
-            out[i] = emb[j]
-    embeddings = torch.stack(out).float().contiguous()
-    meta = {"ids": json.dumps([r["id"] for r in records]), "teacher": teacher, "pooling": str(pooling)}
+    """Embed every answer of ``input_path`` with the teacher; write the cache atomically; its path.
+
+    ``window``: answers per committed chunk (memory holds one). ``resume``: continue the chunks a
+    killed run committed for the same input and settings (``False``: start over). The output must
+    be a .safetensors file. Input errors (ValueError) name the line.
+    """
     output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(output_path.name + ".tmp")
-    save_file({"embeddings": embeddings}, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, output_path)
+    if output_path.suffix.lower() != ".safetensors":
+        raise ValueError(f"teacher cache {output_path}: use a .safetensors file")
+    names = {"id": id_field, "answer": answer_field}
+    records = iter_records(input_path, ("id", "answer"), names)
+    model = _Windowed(load_teacher(teacher, pooling, max_length, device, adapters, bidirectional), progress)
+    chunks = (([r["id"] for r in w], [r["answer"] for r in w]) for w in windows(records, window))
+    settings = {"teacher": teacher, "pooling": pooling, "max_length": max_length}
+    settings.update(adapters=[str(a) for a in adapters], bidirectional=bidirectional)
+    try:
+        stream_encode.encode_file(
+            model,
+            input_path,
+            output_path,
+            text_field=answer_field,
+            id_field=id_field,
+            chunk_rows=window,
+            resume=resume,
+            settings=settings,
+            chunks=chunks,
+            metadata={"teacher": teacher, "pooling": str(pooling)},
+            restart_on_change=True,
+            batch_size=batch_size,
+        )
+    finally:
+        model.bar.close()
     return output_path
 
 
