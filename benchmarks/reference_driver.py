@@ -23,6 +23,23 @@ import numpy as np
 import torch
 
 
+def import_reference(parser: argparse.ArgumentParser):
+    """The reference package (``llm2vec_gen`` of benchmarks/.refenv); exits with an error if the
+    ``llm2vec_gen`` on the path is this project's own package."""
+    reference = importlib.import_module("llm2vec_gen")
+    if not hasattr(reference, "__author__"):  # the reference sets it; this project's package does not
+        parser.error(f"{reference.__file__} is not the reference package: run inside benchmarks/.refenv")
+    return reference
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries the reference runs on."""
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
 def _encode_all(model, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
     parts = [
         model.encode(texts[i : i + batch_size], max_length=max_length).float().cpu().numpy()
@@ -81,12 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="after the warm-up, answer commands on stdin")
     args = parser.parse_args(argv)
 
-    import peft
-    import transformers
-
-    reference = importlib.import_module("llm2vec_gen")
-    if not hasattr(reference, "__author__"):  # the reference sets it; this project's package does not
-        parser.error(f"{reference.__file__} is not the reference package: run inside benchmarks/.refenv")
+    reference = import_reference(parser)
     if args.threads:
         torch.set_num_threads(args.threads)
     with open(args.texts, encoding="utf-8") as f:
@@ -104,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "dim": int(embeddings.shape[1]),
         "device": str(model.device),
         "threads": torch.get_num_threads(),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-        },
+        "versions": versions(),
     }
     if args.serve:
         print(json.dumps(result), flush=True)
