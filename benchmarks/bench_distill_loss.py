@@ -40,4 +40,4 @@ def bench_distill_loss(benchmark, monkeypatch, provider, shape, kind):
 
     benchmark.group = f"distill_loss {kind} B={batch} K={k} D={dim} fp32 fwd+bwd"
     benchmark.extra_info.update(provider=provider, baseline=provider == "eager")
-    benchmark.pedantic(step, rounds=30, warmup_rounds=3, iterations=1)
+    benchmark.pedantic(step, rounds=100, warmup_rounds=5, iterations=1)

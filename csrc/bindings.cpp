@@ -8,6 +8,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("distill_loss_forward", &l2vg::distill_loss_forward, "distill_loss: loss and student grad",
         py::arg("student"), py::arg("teacher"), py::arg("weight"), py::arg("cosine"),
         py::arg("eps"), py::arg("compute_grad"));
+  m.def("distill_loss_apply", &l2vg::distill_loss_apply,
+        "distill_loss: the loss with a C++ autograd node", py::arg("student"), py::arg("teacher"),
+        py::arg("weight"), py::arg("cosine"), py::arg("eps"));
   m.def("fused_linear_cross_entropy_forward", &l2vg::fused_linear_cross_entropy_forward,
         "fused_linear_cross_entropy: chunked loss and gradients", py::arg("hidden"),
         py::arg("weight"), py::arg("labels"), py::arg("bias"), py::arg("scale"),

@@ -3,6 +3,9 @@
 // only grad_rows [B, D] = (d loss / d pooled) / K is written; autograd expands it to [B, K, D]
 // without copying. Rows are split over threads; each thread's loss sum is reduced in fp64 here, so
 // the op returns its scalar without a second tensor op.
+//
+// distill_loss_apply wraps the kernel in a C++ autograd node (torch::autograd::Function), so a
+// training step never enters Python for this op's backward: it only scales the saved grad_rows.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -10,6 +13,8 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "ops.h"
 
@@ -108,7 +113,37 @@ double distill_rows(const DistillArgs<scalar_t>& a) {
   return total / static_cast<double>(a.batch);
 }
 
+// The autograd node of distill_loss_apply: forward runs the fused kernel and keeps grad_rows
+// [B, D]; backward returns grad_rows * grad_loss, expanded over K without a copy.
+struct DistillLossFunction : public torch::autograd::Function<DistillLossFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& student,
+                            const at::Tensor& teacher, const std::optional<at::Tensor>& weight,
+                            bool cosine, double eps, bool compute_grad) {
+    auto [loss, grad] = distill_loss_forward(student, teacher, weight, cosine, eps, compute_grad);
+    ctx->save_for_backward({grad});
+    ctx->saved_data["shape"] = student.sizes();
+    return loss;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    at::Tensor grad = ctx->get_saved_variables()[0];
+    const at::Tensor& grad_loss = grad_outputs[0];
+    // A loss used as is (grad_loss == 1, the usual case) needs no pass over grad_rows.
+    if (grad_loss.item<double>() != 1.0) grad = grad * grad_loss.to(grad.scalar_type());
+    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
+    if (shape.size() == 3) grad = grad.unsqueeze(1).expand(shape);
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+at::Tensor distill_loss_apply(const at::Tensor& student, const at::Tensor& teacher,
+                              const std::optional<at::Tensor>& weight, bool cosine, double eps) {
+  const bool compute_grad = at::GradMode::is_enabled() && student.requires_grad();
+  return DistillLossFunction::apply(student, teacher, weight, cosine, eps, compute_grad);
+}
 
 std::tuple<at::Tensor, at::Tensor> distill_loss_forward(const at::Tensor& student,
                                                         const at::Tensor& teacher,

@@ -25,6 +25,10 @@ std::tuple<at::Tensor, at::Tensor> distill_loss_forward(const at::Tensor& studen
                                                         const at::Tensor& teacher,
                                                         const std::optional<at::Tensor>& weight,
                                                         bool cosine, double eps, bool compute_grad);
+// The same as a differentiable op: the loss, with a C++ autograd node whose backward scales the
+// kept grad_rows (no Python in the backward).
+at::Tensor distill_loss_apply(const at::Tensor& student, const at::Tensor& teacher,
+                              const std::optional<at::Tensor>& weight, bool cosine, double eps);
 
 // fused_linear_cross_entropy.cpp: cross-entropy of hidden [M, H] @ weight [V, H].T (+ bias [V])
 // against labels [M] (int64, all in [0, V)), chunk_rows rows of logits at a time. Returns the loss

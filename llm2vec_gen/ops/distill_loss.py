@@ -12,8 +12,10 @@ cosine of 0 (loss 1) and finite gradients, never NaN.
 
 The cpp and triton backends compute the loss and the student's gradient in ONE pass over the data
 (the forward computes the gradient; backward only scales it by the incoming gradient); accumulation
-is fp32 (fp64 for fp64 inputs). The gradient is the same for the K rows of a batch row, so they keep
-only [B, D] between forward and backward and return it expanded to [B, K, D] (a stride-0 view).
+is fp32 (fp64 for fp64 inputs). The gradient is the same for the K rows of a batch row, so they
+keep only [B, D] between forward and backward and return it expanded to [B, K, D] (a stride-0
+view). The cpp backend's autograd node is C++ (``_C.distill_loss_apply``: no Python in the
+backward), the triton backend's is ``_DistillLoss`` here.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ def distill_loss(
     backend = backend_for(device)
     if backend == "torch":
         loss = distill_loss_reference(student, teacher, kind, weight, eps)
+    elif backend == "cpp":
+        weight = None if weight is None else weight.detach()
+        apply = kernel("distill_loss", "apply", "cpp")
+        loss = apply(student, teacher.detach(), weight, kind == "cosine", eps)
     else:
         teacher = teacher.detach().contiguous()
         weight = None if weight is None else weight.detach().to(torch.float32).contiguous()
