@@ -524,3 +524,51 @@ def test_streamed_shards_merge_in_input_order_like_one_process(tmp_path):
     np.testing.assert_array_equal(two[:, 0], np.arange(1, 24))  # input order
     np.testing.assert_array_equal(two[:, 2], [0] * 11 + [1] * 12)  # contiguous shards 11 + 12
     assert not (tmp_path / "shards").exists() and not (tmp_path / "s1").exists()
+
+
+class _ConstantTeacher:
+    """A teacher without a model: every answer embeds to the same 8 numbers."""
+
+    embedding_dim = 8
+
+    def encode(self, texts):
+        return torch.ones(len(texts), self.embedding_dim)
+
+
+def _python_peak(fn) -> int:
+    """Peak bytes of Python objects allocated while ``fn`` runs (tracemalloc: deterministic)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_python_memory_of_respond_and_teach_does_not_follow_the_file(tmp_path, monkeypatch):
+    """The objects respond and teach hold for 20,000 lines stay near those for 2,000 (only the id set
+    grows) and far below what reading the file into records costs: exact numbers, not RSS."""
+    from llm2vec_gen.train import data
+
+    teach = importlib.import_module("llm2vec_gen.train.teach")
+    monkeypatch.setattr(RESPOND, "generate_answers", lambda model, tok, queries, *a: ["ok"] * len(queries))
+    monkeypatch.setattr(teach, "load_teacher", lambda *a, **k: _ConstantTeacher())
+    peaks = {}
+    for rows in (ROWS, LARGE):
+        src = _write(tmp_path / f"in{rows}.jsonl", rows, "query", notes=NOTES)
+        answers = tmp_path / f"answers{rows}.jsonl"
+        kw = {"window": 500, "progress": False}
+        peaks["respond", rows] = _python_peak(lambda: RESPOND.respond(None, None, src, answers, **kw))  # noqa: B023
+        cache = tmp_path / f"teacher{rows}.safetensors"
+        peaks["teach", rows] = _python_peak(lambda: teach.teach(answers, cache, **kw))  # noqa: B023
+        assert teach.load_teacher_cache(cache)[1].shape == (rows, 8)
+    fields, names = ("id", "query"), {"id": "id", "query": "query"}
+    whole = _python_peak(lambda: data.read_records(src, fields, names))  # what streaming avoids
+    print({k: f"{v / 2**20:.1f} MiB" for k, v in peaks.items()}, f"whole file {whole / 2**20:.1f} MiB")
+    for what in ("respond", "teach"):
+        small, large = peaks[what, ROWS], peaks[what, LARGE]
+        # 18,000 more ids: ~170 bytes each (duplicate-id set, id lists), the rest is one window
+        assert large - small < 6 * 2**20, f"{what}: {small} -> {large} bytes"
+        assert large < whole / 4, f"{what}: {large} bytes vs {whole} for the whole file"
