@@ -404,10 +404,12 @@ def test_teach_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_flat
     assert ids == ref_ids and len(set(ids)) == ROWS
     torch.testing.assert_close(emb, ref_emb, rtol=0, atol=1e-6)
     with safe_open(str(out), framework="pt") as f:
-        assert {k: v for k, v in f.metadata().items() if k != "ids"} == {
-            "teacher": str(base),
-            "pooling": "mean",
-        }
+        meta = f.metadata()
+    assert {k: v for k, v in meta.items() if k not in ("ids", "source")} == {
+        "teacher": str(base),
+        "pooling": "mean",
+    }
+    assert json.loads(meta["source"])["input"] == str(small.resolve())
     assert not store.exists()
     print(f"teach kills after {committed} of {ROWS // 100} windows committed")
 
@@ -451,9 +453,11 @@ def test_teach_crash_resumes_and_changed_input_starts_over(base, tmp_path, monke
     torch.testing.assert_close(emb, ref_emb, rtol=0, atol=1e-6)
 
     calls.clear()
-    limit = 2  # killed again, then the input changes: the stale windows are dropped, not mixed in
+    teach_fn(src, out, window=5, **kw)  # the finished cache of this input: nothing embedded
+    assert calls == []
+    limit = 2  # a fresh run killed, then the input changes: the stale windows are dropped, not mixed in
     with pytest.raises(_Crash):
-        teach_fn(src, out, window=5, **kw)
+        teach_fn(src, out, window=5, resume=False, **kw)
     _write(src, 2, "answer", width=80, start=23)
     calls.clear()
     limit = None
@@ -572,3 +576,26 @@ def test_python_memory_of_respond_and_teach_does_not_follow_the_file(tmp_path, m
         # 18,000 more ids: ~170 bytes each (duplicate-id set, id lists), the rest is one window
         assert large - small < 6 * 2**20, f"{what}: {small} -> {large} bytes"
         assert large < whole / 4, f"{what}: {large} bytes vs {whole} for the whole file"
+
+
+def test_teach_rerun_on_its_finished_cache_returns_at_once(tmp_path, monkeypatch):
+    """A finished cache of the same input and teacher is kept as is; a changed input is redone."""
+    teach = importlib.import_module("llm2vec_gen.train.teach")
+    src = _write(tmp_path / "answers.jsonl", 30, "answer")
+    cache = tmp_path / "teacher.safetensors"
+    loads = []
+
+    def load(*args, **kwargs):
+        loads.append(args)
+        return _ConstantTeacher()
+
+    monkeypatch.setattr(teach, "load_teacher", load)
+    teach.teach(src, cache, window=7, progress=False)
+    before = cache.stat().st_mtime_ns
+    teach.teach(src, cache, window=7, progress=False)
+    assert len(loads) == 1 and cache.stat().st_mtime_ns == before
+    teach.teach(src, cache, window=7, progress=False, teacher="other")  # another teacher: redone
+    assert len(loads) == 2
+    _write(src, 5, "answer", start=30)  # the input grew: redone, with the new rows
+    teach.teach(src, cache, window=7, progress=False, teacher="other")
+    assert len(loads) == 3 and teach.load_teacher_cache(cache)[1].shape == (35, 8)

@@ -2,7 +2,8 @@
 
 The teacher is frozen and sees only the answer, so the reference's per-step teacher forward is
 replaced by one pass here. The cache is one safetensors file: tensor ``embeddings`` fp32 [N, D] and
-metadata ``ids`` (a JSON list, row order), ``teacher`` and ``pooling``.
+metadata ``ids`` (a JSON list, row order), ``teacher``, ``pooling`` and ``source`` (the input's
+identity and the settings: a rerun on a finished cache returns at once).
 
 The answers are streamed ``window`` records at a time (``data.iter_records``) through
 ``integrations.stream_encode.encode_file``: each window's embeddings are committed atomically to
@@ -165,18 +166,26 @@ def teach(
     """Embed every answer of ``input_path`` with the teacher; write the cache atomically; its path.
 
     ``window``: answers per committed chunk (memory holds one). ``resume``: continue the chunks a
-    killed run committed for the same input and settings (``False``: start over). The output must
-    be a .safetensors file. Input errors (ValueError) name the line.
+    killed run committed for the same input and settings, and return at once when ``output_path``
+    is already the finished cache of them (``False``: start over). The output must be a
+    .safetensors file; its metadata ``source`` records the input's identity and the settings.
+    Input errors (ValueError) name the line.
     """
     output_path = Path(output_path)
     if output_path.suffix.lower() != ".safetensors":
         raise ValueError(f"teacher cache {output_path}: use a .safetensors file")
     names = {"id": id_field, "answer": answer_field}
+    settings = {"teacher": teacher, "pooling": pooling, "max_length": max_length}
+    settings.update(adapters=[str(a) for a in adapters], bidirectional=bidirectional)
+    source = None  # a missing input is reported by the record reader below
+    if Path(input_path).is_file():
+        identity = stream_encode.input_identity(Path(input_path))
+        source = json.dumps({**identity, **names, **settings}, sort_keys=True)
+    if resume and source is not None and _cache_source(output_path) == source:
+        return output_path  # finished before for this very input and teacher: nothing to redo
     records = iter_records(input_path, ("id", "answer"), names)
     model = _Windowed(load_teacher(teacher, pooling, max_length, device, adapters, bidirectional), progress)
     chunks = (([r["id"] for r in w], [r["answer"] for r in w]) for w in windows(records, window))
-    settings = {"teacher": teacher, "pooling": pooling, "max_length": max_length}
-    settings.update(adapters=[str(a) for a in adapters], bidirectional=bidirectional)
     try:
         stream_encode.encode_file(
             model,
@@ -188,13 +197,24 @@ def teach(
             resume=resume,
             settings=settings,
             chunks=chunks,
-            metadata={"teacher": teacher, "pooling": str(pooling)},
+            metadata={"teacher": teacher, "pooling": str(pooling), "source": str(source)},
             restart_on_change=True,
             batch_size=batch_size,
         )
     finally:
         model.bar.close()
     return output_path
+
+
+def _cache_source(path: Path) -> str | None:
+    """The ``source`` entry (input identity + teacher settings) of a finished cache, if readable."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("source")
+    except (SafetensorError, OSError):
+        return None
 
 
 def load_teacher_cache(path: str | Path) -> tuple[list[str], torch.Tensor]:
