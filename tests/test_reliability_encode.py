@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cli_runs import finish, kill_when, spawn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,28 +48,8 @@ WORDS = (
 # Runs the CLI; the peak RSS of the encoding phase alone is measured by resetting the kernel's
 # high-water mark (/proc/self/clear_refs, 5) once the model is loaded and reading VmHWM at the end
 # (getrusage's ru_maxrss cannot be reset and is dominated by the model load). ru_maxrss is printed too.
-RUNNER = """
-import resource, sys
-from llm2vec_gen.cli import main
-from llm2vec_gen.integrations import stream_encode
-
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key))
-
-encode_file = stream_encode.encode_file
-def measured(*args, **kwargs):
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    print("ENCODE_START_KB", status("VmRSS:"))
-    return encode_file(*args, **kwargs)
-
-stream_encode.encode_file = measured
-rc = main(sys.argv[1:])
-print("ENCODE_PEAK_KB", status("VmHWM:"))
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-sys.exit(rc)
-"""
+# The work whose memory the CLI runs measure (model loading excluded).
+MEASURED = "llm2vec_gen.integrations.stream_encode:encode_file"
 CHUNK_ROWS = 40
 
 
@@ -89,23 +66,6 @@ def _argv(ckpt: Path, source: Path, out: Path, *extra: str) -> list[str]:
     return ["encode", str(ckpt), str(source), str(out), "--max-length", "16", "--batch-size", "20", *extra]
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
-        return subprocess.Popen([sys.executable, "-c", RUNNER, *argv], stdout=out, stderr=err, env=env)
-
-
-def _finish(proc: subprocess.Popen, log: Path) -> tuple[str, int]:
-    """(stdout, growth of the RSS peak over the RSS at the start of encoding, KiB) of a good run."""
-    assert proc.wait(timeout=300) == 0, log.with_suffix(".err").read_text()[-2000:]
-    out = log.with_suffix(".out").read_text()
-
-    def kib(key: str) -> int:
-        return int(out.split(key)[1].split()[0])
-
-    return out, kib("ENCODE_PEAK_KB") - kib("ENCODE_START_KB")
-
-
 def _manifest(store: Path) -> dict | None:
     try:
         return json.loads((store / stream_encode.MANIFEST).read_text())
@@ -115,14 +75,7 @@ def _manifest(store: Path) -> dict | None:
 
 def _kill_after(proc: subprocess.Popen, store: Path, chunks: int) -> dict:
     """SIGKILL ``proc`` as soon as its manifest lists ``chunks`` chunks; the manifest it left."""
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        manifest = _manifest(store)
-        if manifest is not None and manifest["chunks"] >= chunks:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_when(proc, lambda: (_manifest(store) or {"chunks": -1})["chunks"] >= chunks)
     return _manifest(store)
 
 
@@ -148,7 +101,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_memory_is_flat(ckpt, t
     chunked = ["--chunk-rows", str(CHUNK_ROWS)]
     ref_out = tmp_path / "ref.npy"
     ref_log = tmp_path / "ref"
-    ref_stdout, rss_small = _finish(_spawn(_argv(ckpt, small, ref_out, *chunked), ref_log), ref_log)
+    ref_stdout, rss_small = finish(spawn(_argv(ckpt, small, ref_out, *chunked), ref_log, MEASURED), ref_log)
     assert f"encoded {rows} texts in {rows // CHUNK_ROWS} chunks" in ref_stdout
     ref_ids, ref_emb = read_embeddings(ref_out)
 
@@ -159,14 +112,14 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_memory_is_flat(ckpt, t
     for attempt, more in enumerate([1, 3]):
         extra = chunked + (["--resume"] if attempt else [])
         log = tmp_path / f"kill{attempt}"
-        manifest = _kill_after(_spawn(_argv(ckpt, small, out, *extra), log), store, committed + more)
+        manifest = _kill_after(spawn(_argv(ckpt, small, out, *extra), log, MEASURED), store, committed + more)
         assert not out.exists() and not manifest["done"]
         now = _committed_files(store, manifest)
         assert all(now[name] == stamp for name, stamp in stamps.items()), "a committed chunk was rewritten"
         assert manifest["chunks"] >= committed + more
         stamps, committed = now, manifest["chunks"]
     log = tmp_path / "final"
-    stdout, _ = _finish(_spawn(_argv(ckpt, small, out, *chunked, "--resume"), log), log)
+    stdout, _ = finish(spawn(_argv(ckpt, small, out, *chunked, "--resume"), log, MEASURED), log)
     assert f"{committed * CHUNK_ROWS} resumed" in stdout
     ids, emb = read_embeddings(out)
     assert ids == ref_ids == [f"doc-{i}" for i in range(rows)] and len(set(ids)) == rows
@@ -176,7 +129,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_memory_is_flat(ckpt, t
     # Memory: a 10x larger input of the same lines must not raise the peak RSS with its size.
     large = _write_corpus(tmp_path / "large.jsonl", 10 * rows, 300)
     log = tmp_path / "large"
-    _, rss_large = _finish(_spawn(_argv(ckpt, large, tmp_path / "large.npy", *chunked), log), log)
+    _, rss_large = finish(spawn(_argv(ckpt, large, tmp_path / "large.npy", *chunked), log, MEASURED), log)
     sizes = f"{small.stat().st_size >> 10} KiB and {large.stat().st_size >> 10} KiB of input"
     print(f"encode-phase RSS growth: {rss_small} KiB and {rss_large} KiB for {sizes}")
     assert rss_large < 1.5 * rss_small + 16 * 1024, f"RSS grew {rss_large} KiB vs {rss_small} KiB"

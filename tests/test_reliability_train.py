@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import kill_when
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
@@ -76,16 +75,6 @@ def _spawn(work: Path, out: Path, log: str, *extra: str) -> subprocess.Popen:
         )
 
 
-def _kill_when(proc: subprocess.Popen, ready) -> None:
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.0005)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-
-
 def _log_lines(out: Path) -> int:
     try:
         return len((out / "train_log.jsonl").read_text().splitlines())
@@ -112,14 +101,14 @@ def test_sigkill_mid_step_and_mid_save_then_resume_equals_uninterrupted(work):
 
     out = work / "killed"
     # 1. mid-step: four steps logged, the checkpoint of step 3 written, step 5 under way.
-    _kill_when(_spawn(work, out, "kill1"), lambda: _log_lines(out) >= 4)
+    kill_when(_spawn(work, out, "kill1"), lambda: _log_lines(out) >= 4)
     first = last_checkpoint(out)
     assert first is not None and (first / MARKER).is_file() and not (out / f"checkpoint-{STEPS}").exists()
 
     # 2. mid-save: the resumed run is killed while its next checkpoint is still a temporary directory.
     resumed_from = int(first.name.split("-")[1])
     pending = out / f".tmp-checkpoint-{resumed_from + SAVE_EVERY}"
-    _kill_when(_spawn(work, out, "kill2"), pending.exists)
+    kill_when(_spawn(work, out, "kill2"), pending.exists)
     assert pending.exists(), "the kill did not land during the save"
     assert not (out / f"checkpoint-{resumed_from + SAVE_EVERY}").exists()
     assert last_checkpoint(out) == first  # the torn save is ignored: the previous checkpoint stays in use

@@ -17,16 +17,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runs import finish, kill_when, spawn
 
 from llm2vec_gen.integrations import files, stream_encode
 
@@ -34,34 +32,13 @@ RESPOND = importlib.import_module("llm2vec_gen.train.respond")  # the package re
 GENERATE = RESPOND.generate_answers
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
 ROWS, LARGE, NOTES = 2000, 20000, 1200
-# Runs the CLI; the peak RSS of the work alone is measured by resetting the kernel's high-water mark
-# (/proc/self/clear_refs, 5) once the model is loaded (respond) or the teacher is loaded (teach's
-# encode_file) and reading VmHWM at the end. ru_maxrss (getrusage) includes the model load.
-RUNNER = """
-import importlib, resource, sys
-from llm2vec_gen.cli import main
-from llm2vec_gen.integrations import stream_encode
+# The work whose memory the CLI runs measure (model loading excluded): respond's loop, and teach's
+# windows (stream_encode.encode_file drives them).
+MEASURED = ("llm2vec_gen.train.respond:respond", "llm2vec_gen.integrations.stream_encode:encode_file")
 
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key))
 
-def measured(run):
-    def wrapper(*args, **kwargs):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        print("WORK_START_KB", status("VmRSS:"), flush=True)
-        return run(*args, **kwargs)
-    return wrapper
-
-respond = importlib.import_module("llm2vec_gen.train.respond")
-respond.respond = measured(respond.respond)
-stream_encode.encode_file = measured(stream_encode.encode_file)
-rc = main(sys.argv[1:])
-print("WORK_PEAK_KB", status("VmHWM:"))
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-sys.exit(rc)
-"""
+def _run(argv: list[str], log: Path) -> subprocess.Popen:
+    return spawn(argv, log, *MEASURED)
 
 
 @pytest.fixture(scope="module")
@@ -90,33 +67,6 @@ def _write(path: Path, rows: int, field: str, width: int = 300, start: int = 0, 
             row = {"id": f"r{i}", field: f"{i}: {words}"[:width], "notes": f"{i} " * (notes // 6)}
             f.write(json.dumps(row) + "\n")
     return path
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
-        return subprocess.Popen([sys.executable, "-c", RUNNER, *argv], stdout=out, stderr=err, env=env)
-
-
-def _finish(proc: subprocess.Popen, log: Path) -> tuple[str, int]:
-    """(stdout, growth of the RSS peak over the RSS when the work started, KiB) of a good run."""
-    assert proc.wait(timeout=300) == 0, log.with_suffix(".err").read_text()[-2000:]
-    out = log.with_suffix(".out").read_text()
-
-    def kib(key: str) -> int:
-        return int(out.split(key)[1].split()[0])
-
-    return out, kib("WORK_PEAK_KB") - kib("WORK_START_KB")
-
-
-def _kill_when(proc: subprocess.Popen, ready) -> None:
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.0005)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
 
 
 def _json(path: Path) -> dict | None:
@@ -160,9 +110,7 @@ def _respond_argv(base: Path, source: Path, out: Path) -> list[str]:
 def test_respond_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_flat(base, tmp_path):
     small = _write(tmp_path / "queries.jsonl", ROWS, "query", notes=NOTES)
     ref = tmp_path / "ref.jsonl"
-    ref_stdout, rss_small = _finish(
-        _spawn(_respond_argv(base, small, ref), tmp_path / "ref"), tmp_path / "ref"
-    )
+    ref_stdout, rss_small = finish(_run(_respond_argv(base, small, ref), tmp_path / "ref"), tmp_path / "ref")
     assert f"wrote {ROWS} answers" in ref_stdout
     expected = {r["id"]: r["answer"] for r in _answers(ref)}
     assert len(expected) == ROWS
@@ -174,14 +122,14 @@ def test_respond_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_fl
         lambda: (_json(sidecar) or {}).get("windows", 0) >= 2 and _lines(out) >= 2 * 256 + 32,
     ]
     for attempt, ready in enumerate(kill_points):
-        _kill_when(_spawn(_respond_argv(base, small, out), tmp_path / f"kill{attempt}"), ready)
+        kill_when(_run(_respond_argv(base, small, out), tmp_path / f"kill{attempt}"), ready)
         rows = _answers(out)
         assert len({r["id"] for r in rows}) == len(rows), "a row was written twice"
         assert all(expected[r["id"]] == r["answer"] for r in rows)
     before = len(_answers(out))
     assert 2 * 256 + 32 <= before < ROWS
 
-    stdout, _ = _finish(_spawn(_respond_argv(base, small, out), tmp_path / "final"), tmp_path / "final")
+    stdout, _ = finish(_run(_respond_argv(base, small, out), tmp_path / "final"), tmp_path / "final")
     assert f"wrote {ROWS - before} answers" in stdout  # rows finished before the kills were not redone
     rows = _answers(out)
     assert len(rows) == ROWS and {r["id"]: r["answer"] for r in rows} == expected
@@ -189,8 +137,8 @@ def test_respond_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_fl
     print(f"respond kills at {before} of {ROWS} rows; resumed run wrote {ROWS - before}")
 
     large = _write(tmp_path / "large.jsonl", LARGE, "query", notes=NOTES)
-    stdout, rss_large = _finish(
-        _spawn(_respond_argv(base, large, tmp_path / "large.out.jsonl"), tmp_path / "large"),
+    stdout, rss_large = finish(
+        _run(_respond_argv(base, large, tmp_path / "large.out.jsonl"), tmp_path / "large"),
         tmp_path / "large",
     )
     assert f"wrote {LARGE} answers" in stdout
@@ -382,7 +330,7 @@ def test_teach_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_flat
 
     small = _write(tmp_path / "answers.jsonl", ROWS, "answer", notes=NOTES)
     ref = tmp_path / "ref.safetensors"
-    _, rss_small = _finish(_spawn(_teach_argv(base, small, ref), tmp_path / "ref"), tmp_path / "ref")
+    _, rss_small = finish(_run(_teach_argv(base, small, ref), tmp_path / "ref"), tmp_path / "ref")
     ref_ids, ref_emb = load_teacher_cache(ref)
     assert ref_ids == [f"r{i}" for i in range(ROWS)] and ref_emb.shape == (ROWS, 16)
 
@@ -393,13 +341,13 @@ def test_teach_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_flat
     for attempt, more in enumerate([1, 3]):
         target = committed + more
         ready = lambda target=target: _chunks(store) >= target  # noqa: E731
-        _kill_when(_spawn(_teach_argv(base, small, out), tmp_path / f"kill{attempt}"), ready)
+        kill_when(_run(_teach_argv(base, small, out), tmp_path / f"kill{attempt}"), ready)
         manifest = _json(store / stream_encode.MANIFEST)
         assert not out.exists() and not manifest["done"] and manifest["chunks"] >= target
         now = _chunk_stamps(store, manifest)
         assert all(now[name] == stamp for name, stamp in stamps.items()), "a committed window was redone"
         stamps, committed = now, manifest["chunks"]
-    _finish(_spawn(_teach_argv(base, small, out), tmp_path / "final"), tmp_path / "final")
+    finish(_run(_teach_argv(base, small, out), tmp_path / "final"), tmp_path / "final")
     ids, emb = load_teacher_cache(out)
     assert ids == ref_ids and len(set(ids)) == ROWS
     torch.testing.assert_close(emb, ref_emb, rtol=0, atol=1e-6)
@@ -414,8 +362,8 @@ def test_teach_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_flat
     print(f"teach kills after {committed} of {ROWS // 100} windows committed")
 
     large = _write(tmp_path / "large.jsonl", LARGE, "answer", notes=NOTES)
-    _, rss_large = _finish(
-        _spawn(_teach_argv(base, large, tmp_path / "large.safetensors"), tmp_path / "large"),
+    _, rss_large = finish(
+        _run(_teach_argv(base, large, tmp_path / "large.safetensors"), tmp_path / "large"),
         tmp_path / "large",
     )
     assert load_teacher_cache(tmp_path / "large.safetensors")[1].shape == (LARGE, 16)
