@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 from conftest import available_backends
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_close, assert_within_lowp_error
 
@@ -145,6 +145,18 @@ def test_bad_kind_and_weight():
         distill_loss(torch.randn(2, 3), torch.randn(2, 3), weight=torch.ones(3))
 
 
+def _grad_scale(student: torch.Tensor, kind: str) -> float:
+    """The size of the terms the gradient is made of: its own largest entry, and for the cosine the
+    two terms of size 1 / (|p_b| B K) that cancel when p_b is parallel to t_b (always at D = 1)."""
+    scale = student.grad.abs().max().item()
+    if kind == "cosine":
+        batch, dim = student.shape[0], student.shape[-1]
+        rows = student.detach().reshape(batch, -1, dim)
+        norms = rows.mean(1).norm(dim=-1).clamp_min(1e-8)
+        scale = max(scale, (1 / (norms * batch * rows.shape[1])).max().item())
+    return scale
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     batch=st.integers(1, 9),
@@ -154,6 +166,7 @@ def test_bad_kind_and_weight():
     log_scale=st.floats(-20, 12),
     dtype=st.sampled_from([torch.float32, torch.bfloat16]),
 )
+@example(batch=1, k=None, dim=1, kind="cosine", log_scale=-3.0, dtype=torch.float32)  # terms cancel
 def test_property_matches_reference(batch, k, dim, kind, log_scale, dtype):
     """Random shapes and magnitudes (norms from 1e-9 to 1e5), every available backend."""
     scale = 10.0**log_scale if kind == "cosine" else 10.0 ** min(log_scale, 3)
@@ -173,5 +186,5 @@ def test_property_matches_reference(batch, k, dim, kind, log_scale, dtype):
             del os.environ[ENV_VAR]
         tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=0.02, atol=1e-3)
         torch.testing.assert_close(loss.double(), ref, **tol)
-        grad_tol = dict(tol, atol=tol["atol"] * max(1.0, ref_student.grad.abs().max().item()))
+        grad_tol = dict(tol, atol=tol["atol"] * max(1.0, _grad_scale(ref_student, kind)))
         torch.testing.assert_close(s.grad.double(), ref_student.grad, **grad_tol)

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tolerances import assert_close, assert_within_lowp_error
 
 from llm2vec_gen.ops import encode_tail, encode_tail_reference, fold_heads
@@ -105,3 +107,33 @@ def test_fold_heads_bad_input():
 def test_bad_input(backend, h, weight, bias, error, match):
     with pytest.raises(error, match=match):
         encode_tail(h, weight, bias)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.integers(1, 9),
+    k=st.integers(1, 12),
+    hidden=st.integers(1, 70),
+    dim=st.integers(1, 40),
+    log_scale=st.floats(-6, 6),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    normalize=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_matches_reference(backend, batch, k, hidden, dim, log_scale, dtype, normalize, seed):
+    """Random shapes, magnitudes (1e-6 to 1e6) and dtypes against the fp64 reference."""
+    gen = torch.Generator().manual_seed(seed)
+    h = (torch.randn(batch, k, hidden, generator=gen) * 10.0**log_scale).to(dtype)
+    weight = torch.randn(dim, hidden, generator=gen).to(dtype)
+    bias = torch.randn(dim, generator=gen).to(dtype)
+    out = encode_tail(h, weight, bias, normalize)
+    affine = h.double().mean(1) @ weight.double().t() + bias.double()  # fp64 oracle
+    norms = affine.norm(dim=-1, keepdim=True)
+    expected = affine / norms.clamp_min(1e-12) if normalize else affine
+    assert out.dtype == torch.float32 and out.shape == (batch, dim) and torch.isfinite(out).all()
+    # fp32 accumulation over K * H products of size |h| |w|: the error scales with their sum, and
+    # after normalising, with that sum over the row's norm
+    scale = h.double().abs().mean(1) @ weight.double().abs().t() + bias.double().abs()  # [B, D]
+    if normalize:
+        scale = scale / norms.clamp_min(1e-30)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5 * max(scale.max().item(), 1.0))
