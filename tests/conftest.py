@@ -27,6 +27,13 @@ def backend(request, monkeypatch) -> str:
     return request.param
 
 
+@pytest.fixture(params=[b for b in available_backends() if b != "triton"])
+def fp64_backend(request, monkeypatch) -> str:
+    """``backend`` for fp64 gradchecks: torch and cpp (Triton kernels accumulate in fp32)."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, request.param)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny released-format checkpoint (tests/integration_checkpoint.py), one per test module."""

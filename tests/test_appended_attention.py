@@ -113,9 +113,7 @@ def test_cache_gets_no_gradient(backend):
     assert k_cache.grad is None and q.grad is not None
 
 
-def test_gradcheck_fp64(backend):
-    if backend == "triton":
-        pytest.skip("Triton kernels accumulate in fp32; fp64 gradcheck covers torch and C++")
+def test_gradcheck_fp64(fp64_backend):
     q, k, v, k_cache, v_cache, mask = _inputs(2, 4, 2, 3, 8, 5, torch.float64)
     assert torch.autograd.gradcheck(
         lambda *x: appended_attention(*x, k_cache, v_cache, mask), (q, k, v), fast_mode=True

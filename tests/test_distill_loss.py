@@ -110,9 +110,7 @@ def test_teacher_requiring_grad_is_treated_as_constant(backend):
 
 
 @pytest.mark.parametrize("kind", ["cosine", "mse"])
-def test_gradcheck_fp64(backend, kind):
-    if backend == "triton":
-        pytest.skip("Triton kernels accumulate in fp32; fp64 gradcheck covers torch and C++")
+def test_gradcheck_fp64(fp64_backend, kind):
     student = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     teacher = torch.randn(3, 6, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda s: distill_loss(s, teacher, kind), (student,))
