@@ -5,8 +5,8 @@
 //   grad_hidden[chunk] = grad @ weight                   one GEMM
 //   grad_weight += grad.T @ hidden[chunk]; grad_bias += column sums   (only when asked for)
 // The row kernel is the only code here that is not a GEMM: three passes over a row that stays in L2
-// (max; sum of exp; grad), a polynomial exp that the compiler vectorises, and target_clones so one
-// build runs AVX-512 / AVX2 code where the CPU has it.
+// (max; sum of exp; grad), a polynomial exp that the compiler vectorises, and L2VG_MULTIVERSION
+// (csrc/ops.h) so one build runs AVX-512 / AVX2 code where the CPU has it.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -74,9 +74,7 @@ __attribute__((always_inline)) inline acc_t ce_row_impl(acc_t* x, int64_t vocab,
   return (m - target) + std::log(sum);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float ce_row(float* x, int64_t vocab,
-                                                                        int64_t label, float scale,
-                                                                        bool write_grad) {
+L2VG_MULTIVERSION float ce_row(float* x, int64_t vocab, int64_t label, float scale, bool write_grad) {
   return ce_row_impl<float>(x, vocab, label, scale, write_grad);
 }
 
