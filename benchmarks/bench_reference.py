@@ -49,12 +49,11 @@ def _texts() -> list[str]:
 
 
 class _Reference:
-    """The reference package in its venv, answering ``encode`` / ``decode`` commands."""
+    """A driver script running in the reference venv (same thread count as here), answering one
+    JSON line per command; its first line is a JSON header (``info``)."""
 
-    def __init__(self, ckpt: Path, texts_file: Path, out: Path):
-        cmd = [str(REFENV_PYTHON), str(DRIVER), str(ckpt), str(texts_file), "--out", str(out), "--serve"]
-        cmd += ["--batch-size", str(BATCH), "--max-length", str(MAX_LENGTH), "--decode", str(DECODE_TEXTS)]
-        cmd += ["--max-new-tokens", str(NEW_TOKENS), "--threads", str(torch.get_num_threads())]
+    def __init__(self, driver: Path, *args: str):
+        cmd = [str(REFENV_PYTHON), str(driver), *args, "--threads", str(torch.get_num_threads())]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -92,7 +91,11 @@ def setup(tmp_path_factory):
     del model, base
     texts = _texts()
     (root / "texts.json").write_text(json.dumps(texts))
-    reference = _Reference(root / "ckpt", root / "texts.json", root / "ref.npy")
+    reference = _Reference(
+        DRIVER, str(root / "ckpt"), str(root / "texts.json"), "--out", str(root / "ref.npy"), "--serve",
+        "--batch-size", str(BATCH), "--max-length", str(MAX_LENGTH), "--decode", str(DECODE_TEXTS),
+        "--max-new-tokens", str(NEW_TOKENS),
+    )  # fmt: skip
     ours = LLM2VecGenModel.from_pretrained(root / "ckpt")
     yield ours, reference, texts, np.load(root / "ref.npy")
     reference.close()

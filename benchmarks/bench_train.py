@@ -40,14 +40,12 @@ given, so the package's collator's ``"<|end_of_text|>"`` text suffix is not appe
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from bench_reference import REFENV_PYTHON, _Reference
+from bench_reference import _Reference
 from bench_reference import pytestmark as needs_refenv
 from conftest import peak_memory_mb
 
@@ -103,26 +101,14 @@ def _ours(model, data, teacher, backward: bool = True) -> tuple[float, float]:
     return ce, distill
 
 
-class _TrainReference(_Reference):
-    """The package's training step in its venv, answering ``peak`` / ``train`` commands."""
-
-    def __init__(self, root: Path, model, data: TokenizedData, texts: list[str]):
-        model.llm.save_pretrained(root / "base")
-        model.save_pretrained(root / "ckpt", base_model_name_or_path=str(root / "base"))
-        batch = {"query_ids": data.query_ids, "answer_ids": data.answer_ids, "answer_texts": texts}
-        (root / "batch.json").write_text(json.dumps(batch))
-        cmd = [str(REFENV_PYTHON), str(DRIVER), str(root / "ckpt"), str(root / "batch.json")]
-        cmd += ["--teacher", str(minilm_path()), "--threads", str(torch.get_num_threads())]
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        header = self.proc.stdout.readline()
-        if not header:
-            raise RuntimeError(
-                f"the reference failed to load our checkpoint:\n{self.proc.stderr.read()[-4000:]}"
-            )
-        self.info = json.loads(header)
+def _train_reference(root: Path, model, data: TokenizedData, texts: list[str]) -> _Reference:
+    """The package's training step in its venv (reference_train_driver.py), on our checkpoint of
+    ``model`` and the batch ``data``: answers ``peak`` / ``train`` commands."""
+    model.llm.save_pretrained(root / "base")
+    model.save_pretrained(root / "ckpt", base_model_name_or_path=str(root / "base"))
+    batch = {"query_ids": data.query_ids, "answer_ids": data.answer_ids, "answer_texts": texts}
+    (root / "batch.json").write_text(json.dumps(batch))
+    return _Reference(DRIVER, str(root / "ckpt"), str(root / "batch.json"), "--teacher", str(minilm_path()))
 
 
 def _check_losses(benchmark, model, data, teacher, reply: dict) -> None:
@@ -161,7 +147,7 @@ def bench_train_step(benchmark, provider, shape, tmp_path):
         peak = peak_memory_mb(lambda: _ours(model, data, teacher))  # also the warm-up
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=0, iterations=1)
     else:
-        reference = _TrainReference(tmp_path, model, data, texts)
+        reference = _train_reference(tmp_path, model, data, texts)
         try:
             first = reference.ask("peak")  # also the warm-up
             driver_s = []

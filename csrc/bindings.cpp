@@ -5,9 +5,6 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "llm2vec_gen C++ CPU kernels";
-  m.def("distill_loss_forward", &l2vg::distill_loss_forward, "distill_loss: loss and student grad",
-        py::arg("student"), py::arg("teacher"), py::arg("weight"), py::arg("cosine"),
-        py::arg("eps"), py::arg("compute_grad"));
   m.def("distill_loss_apply", &l2vg::distill_loss_apply,
         "distill_loss: the loss with a C++ autograd node", py::arg("student"), py::arg("teacher"),
         py::arg("weight"), py::arg("cosine"), py::arg("eps"));

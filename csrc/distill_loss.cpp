@@ -113,6 +113,37 @@ double distill_rows(const DistillArgs<scalar_t>& a) {
   return total / static_cast<double>(a.batch);
 }
 
+// loss (fp32 scalar; fp64 for fp64) and grad_rows [B, D] (student's dtype; undefined without
+// compute_grad), where d loss / d student[b, k] = grad_rows[b] for every k.
+std::tuple<at::Tensor, at::Tensor> distill_loss_forward(const at::Tensor& student,
+                                                        const at::Tensor& teacher,
+                                                        const std::optional<at::Tensor>& weight,
+                                                        bool cosine, double eps, bool compute_grad) {
+  TORCH_CHECK(student.device().is_cpu(), "distill_loss_forward: CPU tensors only");
+  TORCH_CHECK(student.dim() == 2 || student.dim() == 3, "student must be [B, K, D] or [B, D]");
+  const at::Tensor s = student.contiguous();
+  const int64_t batch = s.size(0);
+  const int64_t k = s.dim() == 3 ? s.size(1) : 1;
+  const int64_t dim = s.size(-1);
+  const auto acc_dtype = s.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor t = teacher.to(acc_dtype).contiguous();
+  TORCH_CHECK(t.size(0) == batch && t.size(1) == dim, "teacher must be [B, D]");
+  at::Tensor w;
+  if (weight.has_value()) w = weight->to(at::kFloat).contiguous();
+  at::Tensor grad = compute_grad ? at::empty({batch, dim}, s.options()) : at::Tensor();
+  double loss = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "distill_loss", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const DistillArgs<scalar_t> args{s.const_data_ptr<scalar_t>(),
+                                     t.const_data_ptr<acc_t>(),
+                                     w.defined() ? w.const_data_ptr<float>() : nullptr,
+                                     compute_grad ? grad.mutable_data_ptr<scalar_t>() : nullptr,
+                                     batch, k, dim, cosine, eps};
+    loss = distill_rows<scalar_t>(args);
+  });
+  return {at::scalar_tensor(loss, s.options().dtype(acc_dtype)), grad};
+}
+
 // The autograd node of distill_loss_apply: forward runs the fused kernel and keeps grad_rows
 // [B, D]; backward returns grad_rows * grad_loss, expanded over K without a copy.
 struct DistillLossFunction : public torch::autograd::Function<DistillLossFunction> {
@@ -143,35 +174,6 @@ at::Tensor distill_loss_apply(const at::Tensor& student, const at::Tensor& teach
                               const std::optional<at::Tensor>& weight, bool cosine, double eps) {
   const bool compute_grad = at::GradMode::is_enabled() && student.requires_grad();
   return DistillLossFunction::apply(student, teacher, weight, cosine, eps, compute_grad);
-}
-
-std::tuple<at::Tensor, at::Tensor> distill_loss_forward(const at::Tensor& student,
-                                                        const at::Tensor& teacher,
-                                                        const std::optional<at::Tensor>& weight,
-                                                        bool cosine, double eps, bool compute_grad) {
-  TORCH_CHECK(student.device().is_cpu(), "distill_loss_forward: CPU tensors only");
-  TORCH_CHECK(student.dim() == 2 || student.dim() == 3, "student must be [B, K, D] or [B, D]");
-  const at::Tensor s = student.contiguous();
-  const int64_t batch = s.size(0);
-  const int64_t k = s.dim() == 3 ? s.size(1) : 1;
-  const int64_t dim = s.size(-1);
-  const auto acc_dtype = s.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor t = teacher.to(acc_dtype).contiguous();
-  TORCH_CHECK(t.size(0) == batch && t.size(1) == dim, "teacher must be [B, D]");
-  at::Tensor w;
-  if (weight.has_value()) w = weight->to(at::kFloat).contiguous();
-  at::Tensor grad = compute_grad ? at::empty({batch, dim}, s.options()) : at::Tensor();
-  double loss = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "distill_loss", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const DistillArgs<scalar_t> args{s.const_data_ptr<scalar_t>(),
-                                     t.const_data_ptr<acc_t>(),
-                                     w.defined() ? w.const_data_ptr<float>() : nullptr,
-                                     compute_grad ? grad.mutable_data_ptr<scalar_t>() : nullptr,
-                                     batch, k, dim, cosine, eps};
-    loss = distill_rows<scalar_t>(args);
-  });
-  return {at::scalar_tensor(loss, s.options().dtype(acc_dtype)), grad};
 }
 
 }  // namespace l2vg

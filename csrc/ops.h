@@ -1,5 +1,6 @@
 // Declarations of the C++ CPU kernels, one file per op in csrc/, bound in csrc/bindings.cpp.
-// Every function mirrors the Triton launcher of the same name in kernels/<op>.py.
+// Every function mirrors the Triton launcher of the same name in kernels/<op>.py, except
+// distill_loss_apply (the cpp backend's autograd node wraps the kernel itself).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,15 +19,10 @@
 
 namespace l2vg {
 
-// distill_loss.cpp: loss (fp32 scalar; fp64 for fp64) and grad_rows [B, D] (student's dtype; empty
-// when compute_grad is false) in one pass, where d loss / d student[b, k] = grad_rows[b] for every k;
-// student [B, K, D] or [B, D], teacher [B, D], weight [B] fp32.
-std::tuple<at::Tensor, at::Tensor> distill_loss_forward(const at::Tensor& student,
-                                                        const at::Tensor& teacher,
-                                                        const std::optional<at::Tensor>& weight,
-                                                        bool cosine, double eps, bool compute_grad);
-// The same as a differentiable op: the loss, with a C++ autograd node whose backward scales the
-// kept grad_rows (no Python in the backward).
+// distill_loss.cpp: the loss (fp32 scalar; fp64 for fp64) of student [B, K, D] or [B, D] against
+// teacher [B, D] (weight [B] optional), as a differentiable op: the fused kernel computes the loss and
+// the student's gradient in one pass, and the C++ autograd node's backward only scales the kept
+// [B, D] gradient (no Python in the backward). The Triton launcher is distill_loss_forward.
 at::Tensor distill_loss_apply(const at::Tensor& student, const at::Tensor& teacher,
                               const std::optional<at::Tensor>& weight, bool cosine, double eps);
 

@@ -51,6 +51,19 @@ def _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok):
 
 
 @triton.jit
+def _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K: tl.constexpr):
+    """The K appended keys and values of KV head bh: positions j [BLOCK_K], j_ok, their offsets and
+    mask [BLOCK_K, BLOCK_D] (for the dk / dv stores too) and K, V tiles in fp32, zero past KLEN."""
+    j = tl.arange(0, BLOCK_K)
+    j_ok = j < KLEN
+    kv_off = bh * KLEN * D + j[:, None] * D + d[None, :]
+    kv_mask = j_ok[:, None] & d_ok[None, :]
+    k_app = tl.load(K + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
+    v_app = tl.load(V + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
+    return j, j_ok, kv_off, kv_mask, k_app, v_app
+
+
+@triton.jit
 def _appended_attention_forward_kernel(
     Q, K, V, KC, VC, PM, OUT, LSE,
     HKV, L, D, GK, KLEN,
@@ -72,12 +85,7 @@ def _appended_attention_forward_kernel(
     q = q.to(tl.float32)
 
     # Appended keys first: key 0 is visible to every row, so m_i is finite from here on.
-    j = tl.arange(0, BLOCK_K)
-    j_ok = j < KLEN
-    kv_off = bh * KLEN * D + j[:, None] * D + d[None, :]
-    kv_mask = j_ok[:, None] & d_ok[None, :]
-    k_app = tl.load(K + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-    v_app = tl.load(V + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
+    j, j_ok, kv_off, kv_mask, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K)
     s = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
     s = tl.where((j[None, :] <= qi[:, None]) & j_ok[None, :], s, float("-inf"))
     m_i = tl.max(s, axis=1)
@@ -119,12 +127,7 @@ def _appended_attention_backward_kernel(
     b = bh // HKV
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-    j = tl.arange(0, BLOCK_K)
-    j_ok = j < KLEN
-    kv_off = bh * KLEN * D + j[:, None] * D + d[None, :]
-    kv_mask = j_ok[:, None] & d_ok[None, :]
-    k_app = tl.load(K + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-    v_app = tl.load(V + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
+    j, j_ok, kv_off, kv_mask, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K)
     dk_acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
     dv_acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
     n_base = tl.arange(0, BLOCK_N)

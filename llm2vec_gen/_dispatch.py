@@ -9,8 +9,9 @@ Backends:
 ``LLM2VEC_GEN_BACKEND=torch|cpp|triton`` forces one; a forced backend that cannot run the given
 tensors raises a ``RuntimeError`` that says why.
 
-Kernel naming is the same in both compiled backends: op ``distill_loss`` exposes
-``distill_loss_forward`` in ``llm2vec_gen._C`` and in ``llm2vec_gen/kernels/distill_loss.py``.
+Kernel naming is the same in both compiled backends: op ``encode_tail`` exposes
+``encode_tail_forward`` in ``llm2vec_gen._C`` and in ``llm2vec_gen/kernels/encode_tail.py``
+(``distill_loss``'s cpp backend exposes its whole autograd node instead, ``distill_loss_apply``).
 """
 
 from __future__ import annotations
