@@ -2,8 +2,9 @@
 
 GQA is packed: the G = h / hkv query heads that share one KV head are contiguous in a contiguous
 q [B, h, K, d], so a group's queries are one [G*K, d] matrix whose row r is head r // K, appended
-position r % K. One program owns a BLOCK_M slice of those rows for one (batch, kv head): it reads
-each prefix K/V tile once for all G heads (G-fold less cache traffic than one program per head).
+position r % K. One program owns a BLOCK_M slice of those rows for one (batch, kv head); the row
+tiles of one (batch, kv head) are neighbours on grid axis 0, so with BLOCK_M = min(128, G*K) a whole
+GQA group (Qwen3: G*K = 40, Qwen2.5-7B: 70) reads each prefix K/V tile once.
 
 Mask seen by row r (appended position i = r % K), keys = [prefix 0..L-1 | appended 0..K-1]:
 
@@ -17,16 +18,32 @@ Mask seen by row r (appended position i = r % K), keys = [prefix 0..L-1 | append
     i=3   m m m m m m m m    x x x x
 
 The appended block is processed first: key 0 is visible to every row, so the running max is finite
-before the first (possibly fully padded) prefix tile and no row can produce NaN. Masked prefix rows
-are loaded as zeros, so pad entries contribute exactly nothing. Softmax runs in fp32 in the log2
-domain; the forward stores the natural-log LSE [B, h, K] for the backward, which recomputes P.
+before the first (possibly fully padded) prefix tile and no row can produce NaN. K/V tiles are loaded
+masked by n < L only (no load waits on the mask's load); the mask applies to the scores (-inf, so
+p = 0 and finite pad entries contribute exactly nothing). Softmax runs in fp32 in the log2 domain;
+the forward stores the natural-log LSE [B, h, K] for the backward, which recomputes P.
 
-Dots: fp32 operands. For fp32 inputs they use ``input_precision="ieee"`` (exact fp32); for bf16/fp16
-inputs "tf32", which is exact on the inputs (bf16 fits in tf32) and runs on tensor cores; only the
-fp32 probabilities / dS operands are rounded, to tf32's 10-bit mantissa (finer than bf16's).
+Dots: operands in the inputs' dtype (bf16 / fp16 on the tensor cores, fp32 accumulation; P and dS
+rounded to V's dtype before their dots, as flash-attention does); fp32 inputs as tf32 only where
+``torch.backends.cuda.matmul.allow_tf32`` is set, else IEEE fp32 (see ``_common.dot_dtype``).
 
-The backward runs one program per (batch, kv head): it loops over the group's rows, accumulating
-dq per row tile and dk, dv of the K appended keys (summed over the G heads) in registers: no atomics.
+Backward: grid (row tile, L split, batch x kv head). Split s walks its share of the prefix tiles
+and writes a partial dq; split 0 also does the appended block and writes that row tile's partial dk,
+dv of the K appended keys (summed over its G heads). The launcher sums the partials in a fixed order
+(deterministic, no atomics). Splits are used only when B * hkv * row tiles leaves SMs idle.
+
+Tiles per head dim (BLOCK_D = next_pow2(d): d = 80 runs in a 128-wide tile), from the budget below;
+e = operand bytes, a stage holds one K and one V tile [BLOCK_N, BLOCK_D]:
+
+    shared ~ e * (R * BLOCK_M * BLOCK_D + stages * 2 * BLOCK_N * BLOCK_D) <= 160 KiB of Hopper's
+    227 KiB per block (headroom for Triton's layout-conversion scratch); R = 1 (Q) forward,
+    2 (Q, dO) backward. Registers: the fp32 accumulator [BLOCK_M, BLOCK_D] over 32 * num_warps
+    threads stays at <= 64 per thread (8 warps from BLOCK_M * BLOCK_D = 8192 up).
+
+    bf16 forward   d=64:  M128 N64 s3  16 + 3*16 =  64 KiB   d=128: M128 N64 s3  32 + 3*32 = 128 KiB
+                   d=256: M64  N64 s2  32 + 2*64 = 160 KiB
+    bf16 backward  d=128: M128 N64 s3  64 + 3*32 = 160 KiB   d=256: M64  N32 s2  64 + 2*32 = 128 KiB
+    fp32 forward   d=128: M128 N32 s2  64 + 2*32 = 128 KiB   d=256: M64  N16 s2  64 + 2*32 = 128 KiB
 """
 
 from __future__ import annotations
@@ -35,32 +52,36 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import dot_dtype, dot_precision, sm_count
+
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * log2(e))
+SMEM_BUDGET = 160 * 1024
 
 
 @triton.jit
-def _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok):
-    """Rows n of the prefix cache of (batch b, KV head bh): the mask [BLOCK_N] and K, V tiles
-    [BLOCK_N, BLOCK_D] in fp32, zero on padding and past L."""
-    valid = tl.load(PM + b * L + n, mask=n < L, other=0) != 0
+def _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok, DOT: tl.constexpr):
+    """Rows n of the prefix cache of (batch b, KV head bh): the mask [BLOCK_N] (False past L) and
+    K, V tiles [BLOCK_N, BLOCK_D] in the dot dtype, zero past L (pads are loaded as they are)."""
+    in_l = n < L
+    valid = tl.load(PM + b * L + n, mask=in_l, other=0) != 0
     c_off = bh * L * D + n[:, None] * D + d[None, :]
-    c_mask = valid[:, None] & d_ok[None, :]
-    kc = tl.load(KC + c_off, mask=c_mask, other=0.0).to(tl.float32)
-    vc = tl.load(VC + c_off, mask=c_mask, other=0.0).to(tl.float32)
+    c_mask = in_l[:, None] & d_ok[None, :]
+    kc = tl.load(KC + c_off, mask=c_mask, other=0.0).to(DOT)
+    vc = tl.load(VC + c_off, mask=c_mask, other=0.0).to(DOT)
     return valid, kc, vc
 
 
 @triton.jit
-def _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K: tl.constexpr):
-    """The K appended keys and values of KV head bh: positions j [BLOCK_K], j_ok, their offsets and
-    mask [BLOCK_K, BLOCK_D] (for the dk / dv stores too) and K, V tiles in fp32, zero past KLEN."""
+def _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K: tl.constexpr, DOT: tl.constexpr):
+    """The K appended keys and values of KV head bh: positions j [BLOCK_K], j_ok and K, V tiles
+    [BLOCK_K, BLOCK_D] in the dot dtype, zero past KLEN."""
     j = tl.arange(0, BLOCK_K)
     j_ok = j < KLEN
     kv_off = bh * KLEN * D + j[:, None] * D + d[None, :]
     kv_mask = j_ok[:, None] & d_ok[None, :]
-    k_app = tl.load(K + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-    v_app = tl.load(V + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-    return j, j_ok, kv_off, kv_mask, k_app, v_app
+    k_app = tl.load(K + kv_off, mask=kv_mask, other=0.0).to(DOT)
+    v_app = tl.load(V + kv_off, mask=kv_mask, other=0.0).to(DOT)
+    return j, j_ok, k_app, v_app
 
 
 @triton.jit
@@ -68,120 +89,137 @@ def _appended_attention_forward_kernel(
     Q, K, V, KC, VC, PM, OUT, LSE,
     HKV, L, D, GK, KLEN,
     qk_scale,
-    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(0).to(tl.int64)  # b * HKV + kv
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(1).to(tl.int64)  # b * HKV + kv
     b = bh // HKV
-    rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < GK
     qi = rows % KLEN
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-
-    q = tl.load(
-        Q + bh * GK * D + rows[:, None] * D + d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0
-    )
-    q = q.to(tl.float32)
+    r_off = bh * GK * D + rows[:, None] * D + d[None, :]
+    r_mask = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + r_off, mask=r_mask, other=0.0).to(DOT)
 
     # Appended keys first: key 0 is visible to every row, so m_i is finite from here on.
-    j, j_ok, kv_off, kv_mask, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K)
+    j, j_ok, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K, DOT)
     s = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
     s = tl.where((j[None, :] <= qi[:, None]) & j_ok[None, :], s, float("-inf"))
     m_i = tl.max(s, axis=1)
     p = tl.math.exp2(s - m_i[:, None])
     l_i = tl.sum(p, axis=1)
-    acc = tl.dot(p, v_app, input_precision=PREC)
+    acc = tl.dot(p.to(DOT), v_app, input_precision=PREC)
 
     n_base = tl.arange(0, BLOCK_N)
     for n0 in range(0, L, BLOCK_N):
-        n = n0 + n_base
-        valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok)
+        valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n0 + n_base, d, d_ok, DOT)
         s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p, vc, input_precision=PREC)
+        acc = tl.dot(p.to(DOT), vc, acc * alpha[:, None], input_precision=PREC)
         m_i = m_new
 
     out = acc / l_i[:, None]
-    tl.store(
-        OUT + bh * GK * D + rows[:, None] * D + d[None, :],
-        out.to(OUT.dtype.element_ty),
-        mask=row_ok[:, None] & d_ok[None, :],
-    )
+    tl.store(OUT + r_off, out.to(OUT.dtype.element_ty), mask=r_mask)
     tl.store(LSE + bh * GK + rows, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
 def _appended_attention_backward_kernel(
-    Q, K, V, KC, VC, PM, OUT, LSE, DO, DQ, DK, DV,
-    HKV, L, D, GK, KLEN,
+    Q, K, V, KC, VC, PM, OUT, LSE, DO, DQP, DKP, DVP,
+    HKV, L, D, GK, KLEN, NBH, TILES_PER_SPLIT,
     scale, qk_scale,
-    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(0).to(tl.int64)
+    m = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1).to(tl.int64)
+    bh = tl.program_id(2).to(tl.int64)
     b = bh // HKV
+    rows = m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < GK
+    qi = rows % KLEN
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-    j, j_ok, kv_off, kv_mask, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K)
-    dk_acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
-    dv_acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
-    n_base = tl.arange(0, BLOCK_N)
+    r_off = bh * GK * D + rows[:, None] * D + d[None, :]
+    r_mask = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + r_off, mask=r_mask, other=0.0).to(DOT)
+    do = tl.load(DO + r_off, mask=r_mask, other=0.0).to(DOT)
+    o = tl.load(OUT + r_off, mask=r_mask, other=0.0).to(tl.float32)
+    lse2 = tl.load(LSE + bh * GK + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    delta = tl.sum(do.to(tl.float32) * o, axis=1)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    for m0 in range(0, GK, BLOCK_M):
-        rows = m0 + tl.arange(0, BLOCK_M)
-        row_ok = rows < GK
-        qi = rows % KLEN
-        r_off = bh * GK * D + rows[:, None] * D + d[None, :]
-        r_mask = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + r_off, mask=r_mask, other=0.0).to(tl.float32)
-        do = tl.load(DO + r_off, mask=r_mask, other=0.0).to(tl.float32)
-        o = tl.load(OUT + r_off, mask=r_mask, other=0.0).to(tl.float32)
-        lse2 = tl.load(LSE + bh * GK + rows, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.sum(do * o, axis=1)
-
+    if split == 0:
+        j, j_ok, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K, DOT)
         s = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
         allowed = (j[None, :] <= qi[:, None]) & j_ok[None, :] & row_ok[:, None]
         p = tl.where(allowed, tl.math.exp2(s - lse2[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v_app), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds, k_app, input_precision=PREC)
-        dk_acc += tl.dot(tl.trans(ds), q, input_precision=PREC)
-        dv_acc += tl.dot(tl.trans(p), do, input_precision=PREC)
+        ds = (p * (dp - delta[:, None])).to(DOT)
+        dq = tl.dot(ds, k_app, dq, input_precision=PREC)
+        dk = tl.dot(tl.trans(ds), q, input_precision=PREC)
+        dv = tl.dot(tl.trans(p.to(DOT)), do, input_precision=PREC)
+        kv_off = (m * NBH + bh) * KLEN * D + j[:, None] * D + d[None, :]
+        kv_mask = j_ok[:, None] & d_ok[None, :]
+        tl.store(DKP + kv_off, dk * scale, mask=kv_mask)
+        tl.store(DVP + kv_off, dv, mask=kv_mask)
 
-        for n0 in range(0, L, BLOCK_N):
-            n = n0 + n_base
-            valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok)
-            s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
-            p = tl.where(valid[None, :] & row_ok[:, None], tl.math.exp2(s - lse2[:, None]), 0.0)
-            dp = tl.dot(do, tl.trans(vc), input_precision=PREC)
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds, kc, input_precision=PREC)
+    n_base = tl.arange(0, BLOCK_N)
+    n_start = split * TILES_PER_SPLIT * BLOCK_N
+    n_stop = tl.minimum(n_start + TILES_PER_SPLIT * BLOCK_N, L)
+    for n0 in range(n_start, n_stop, BLOCK_N):
+        valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n0 + n_base, d, d_ok, DOT)
+        s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
+        p = tl.where(valid[None, :] & row_ok[:, None], tl.math.exp2(s - lse2[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(vc), input_precision=PREC)
+        ds = (p * (dp - delta[:, None])).to(DOT)
+        dq = tl.dot(ds, kc, dq, input_precision=PREC)
 
-        tl.store(DQ + r_off, (dq * scale).to(DQ.dtype.element_ty), mask=r_mask)
-
-    tl.store(DK + kv_off, (dk_acc * scale).to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + kv_off, dv_acc.to(DV.dtype.element_ty), mask=kv_mask)
+    tl.store(DQP + split * NBH * GK * D + r_off, dq * scale, mask=r_mask)
 
 
-def _blocks(gk: int, klen: int, dim: int) -> dict:
-    """Tile sizes for an H100: tl.dot needs every dim >= 16; K (~10) pads to 16."""
+def _tiles(gk: int, klen: int, dim: int, elem: int, resident: int) -> dict:
+    """Block sizes, warps and stages (module docstring): ``resident`` [BLOCK_M, BLOCK_D] tiles stay
+    in shared memory beside the ``num_stages`` K/V stages; tl.dot needs every dim >= 16."""
+    block_d = max(16, triton.next_power_of_2(dim))
+    block_m = min(128 if block_d <= 128 else 64, max(16, triton.next_power_of_2(gk)))
+    block_n, stages = 64, 3
+
+    def smem() -> int:
+        return elem * (resident * block_m * block_d + stages * 2 * block_n * block_d)
+
+    while smem() > SMEM_BUDGET and (stages > 2 or block_n > 16):
+        if stages > 2:
+            stages -= 1
+        else:
+            block_n //= 2
     return {
-        "BLOCK_M": min(64, max(16, triton.next_power_of_2(gk))),
-        "BLOCK_N": 64,
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
         "BLOCK_K": max(16, triton.next_power_of_2(klen)),
-        "BLOCK_D": max(16, triton.next_power_of_2(dim)),
-        "num_warps": 4 if dim <= 64 else 8,
-        "num_stages": 2,
+        "BLOCK_D": block_d,
+        "num_warps": 8 if block_m * block_d >= 8192 else 4,
+        "num_stages": stages,
     }
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+def _dot_args(x: torch.Tensor) -> dict:
+    dot = dot_dtype(x.dtype, x.device)
+    return {"DOT": dot, "PREC": dot_precision(x.dtype)}
+
+
+def _splits(programs: int, n_tiles: int, device: torch.device) -> int:
+    """Prefix tiles per split: one split while ``programs`` fill two waves of the SMs, else enough
+    splits (at most one per tile) to reach that."""
+    want = -(-2 * sm_count(device) // max(programs, 1))
+    splits = max(1, min(n_tiles, want))
+    return -(-n_tiles // splits) if n_tiles else 1
 
 
 def appended_attention_forward(
@@ -193,19 +231,21 @@ def appended_attention_forward(
     prefix_mask: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """out [B, h, K, d] (q's dtype) and natural-log LSE [B, h, K] fp32; contiguous inputs, bool mask."""
+    """out [B, h, K, d] (q's dtype) and natural-log LSE [B, h, K] fp32; contiguous fp32 / bf16 /
+    fp16 inputs, bool mask [B, L]."""
     batch, heads, klen, dim = q.shape
     hkv, length = k_cache.shape[1], k_cache.shape[2]
     gk = heads // hkv * klen
     out = torch.empty_like(q)
     lse = torch.empty(batch, heads, klen, device=q.device, dtype=torch.float32)
-    blocks = _blocks(gk, klen, dim)
-    grid = (batch * hkv, triton.cdiv(gk, blocks["BLOCK_M"]))
+    dots = _dot_args(q)
+    tiles = _tiles(gk, klen, dim, dots["DOT"].primitive_bitwidth // 8, resident=1)
+    grid = (triton.cdiv(gk, tiles["BLOCK_M"]), batch * hkv)
     _appended_attention_forward_kernel[grid](
         q, k, v, k_cache, v_cache, prefix_mask.view(torch.uint8), out, lse,
         hkv, length, dim, gk, klen,
         scale * _LOG2E,
-        PREC=_precision(q.dtype), **blocks,
+        **dots, **tiles,
     )  # fmt: skip
     return out, lse
 
@@ -221,19 +261,30 @@ def appended_attention_backward(
     lse: torch.Tensor,
     grad_out: torch.Tensor,
     scale: float,
+    tiles_per_split: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dq [B, h, K, d], dk and dv [B, hkv, K, d] (inputs' dtype); the cache gets no gradient."""
+    """dq [B, h, K, d], dk and dv [B, hkv, K, d] (inputs' dtype); the cache gets no gradient.
+
+    ``tiles_per_split`` (prefix tiles of BLOCK_N per program) defaults to ``_splits``' choice.
+    """
     batch, heads, klen, dim = q.shape
     hkv, length = k_cache.shape[1], k_cache.shape[2]
     gk = heads // hkv * klen
-    dq = torch.empty_like(q)
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(v)
-    _appended_attention_backward_kernel[(batch * hkv,)](
+    dots = _dot_args(q)
+    tiles = _tiles(gk, klen, dim, dots["DOT"].primitive_bitwidth // 8, resident=2)
+    row_tiles = triton.cdiv(gk, tiles["BLOCK_M"])
+    n_tiles = triton.cdiv(length, tiles["BLOCK_N"])
+    per_split = tiles_per_split or _splits(row_tiles * batch * hkv, n_tiles, q.device)
+    splits = max(1, triton.cdiv(n_tiles, per_split))
+    f32 = {"device": q.device, "dtype": torch.float32}
+    dq_part = torch.empty(splits, *q.shape, **f32)
+    dk_part = torch.empty(row_tiles, *k.shape, **f32)
+    dv_part = torch.empty(row_tiles, *v.shape, **f32)
+    _appended_attention_backward_kernel[(row_tiles, splits, batch * hkv)](
         q, k, v, k_cache, v_cache, prefix_mask.view(torch.uint8), out, lse, grad_out.contiguous(),
-        dq, dk, dv,
-        hkv, length, dim, gk, klen,
+        dq_part, dk_part, dv_part,
+        hkv, length, dim, gk, klen, batch * hkv, per_split,
         scale, scale * _LOG2E,
-        PREC=_precision(q.dtype), **_blocks(gk, klen, dim),
+        **dots, **tiles,
     )  # fmt: skip
-    return dq, dk, dv
+    return tuple(part.sum(0).to(q.dtype) for part in (dq_part, dk_part, dv_part))

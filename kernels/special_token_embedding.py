@@ -4,9 +4,10 @@ forward:  one program per (token, H-block). The token's id is compared with the 
           one vector compare; the row block is loaded from special_rows or from the table (masked
           loads: only the source that applies is read) and stored. The H-block-0 program writes the
           token's slot (k, -1 base, -2 invalid id). Traffic: N*H read + N*H written, nothing of size V.
-backward: positions are grouped by slot with one stable sort on the device (N int32s); then one
-          program per (k, H-block) sums its [BLOCK_P, BLOCK_H] tiles of grad rows in position order
-          into fp32 and writes them once: deterministic, no atomics.
+backward: positions are grouped by slot with one stable sort on the device (N int32s), segment
+          starts found by binary search in the sorted slots; then one program per (k, H-block)
+          sums its [BLOCK_P, BLOCK_H] tiles of grad rows in position order into fp32 and writes
+          them once: deterministic, no atomics, no host sync.
 """
 
 from __future__ import annotations
@@ -100,9 +101,12 @@ def special_token_embedding_backward(grad_out: torch.Tensor, slot: torch.Tensor,
     grad = grad_out.reshape(slots.numel(), -1).contiguous()
     hidden = grad.shape[1]
     # Base positions (slot -1) sort first; the special ones follow grouped by k, in position order.
-    order = torch.sort(slots, stable=True).indices.to(torch.int32)
-    counts = torch.bincount(slots.long() + 1, minlength=k + 1)  # slots are >= -1 here
-    start = torch.cumsum(counts, 0).to(torch.int32)  # start[j] = first position of slot j
+    # The sorted slots give the segment starts: start[j] = first sorted position with slot >= j
+    # (a binary search per k; unlike bincount, nothing waits for the device).
+    ordered, order = torch.sort(slots, stable=True)
+    bounds = torch.arange(k + 1, device=slots.device, dtype=slots.dtype)
+    start = torch.searchsorted(ordered, bounds).to(torch.int32)
+    order = order.to(torch.int32)
     out = torch.empty(k, hidden, device=grad.device, dtype=torch.float32)
     block_h = min(_block_h(hidden), 256)
     _special_token_embedding_backward_kernel[(k, triton.cdiv(hidden, block_h))](

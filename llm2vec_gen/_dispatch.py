@@ -77,8 +77,12 @@ def _can_run(backend: str, device: torch.device) -> str | None:
     )
 
 
-def backend_for(device: torch.device) -> str:
-    """The backend that runs tensors on ``device``: forced by the environment, else the fastest."""
+def backend_for(device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The backend that runs tensors on ``device``: forced by the environment, else the fastest.
+
+    fp64 (``dtype``) never goes to Triton (its kernels accumulate in fp32 and fp64 tensor-core dots
+    are no faster than the reference's): a triton choice, forced or not, becomes torch for fp64.
+    """
     forced = os.environ.get(ENV_VAR, "").strip().lower()
     if forced:
         if forced not in BACKENDS:
@@ -86,12 +90,11 @@ def backend_for(device: torch.device) -> str:
         reason = _can_run(forced, device)
         if reason is not None:
             raise RuntimeError(f"{ENV_VAR}={forced} cannot run: {reason}")
-        return forced
-    preferred = ("triton",) if device.type == "cuda" else ("cpp",) if device.type == "cpu" else ()
-    for backend in preferred:
-        if _can_run(backend, device) is None:
-            return backend
-    return "torch"
+        chosen = forced
+    else:
+        preferred = ("triton",) if device.type == "cuda" else ("cpp",) if device.type == "cpu" else ()
+        chosen = next((b for b in preferred if _can_run(b, device) is None), "torch")
+    return "torch" if chosen == "triton" and dtype == torch.float64 else chosen
 
 
 def kernel(op: str, name: str, backend: str) -> Callable:

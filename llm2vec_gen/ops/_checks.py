@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -32,3 +34,26 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
         listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
         raise ValueError(f"tensors must share one device, got {listed}")
     return next(iter(devices.values()))
+
+
+def require(ok: torch.Tensor, message: str, detail: Callable[[], str] | None = None) -> None:
+    """Check a value-dependent condition (``ok``: a one-element bool tensor) without a host sync.
+
+    CPU tensors: ValueError(``message`` + ``detail()``) when ``ok`` is False (reading a CPU tensor
+    waits for nothing; ``detail`` may read values, e.g. the offending ids). CUDA tensors: a
+    device-side assert (``torch._assert_async``) that runs in stream order, so the host never
+    waits; a failure aborts the CUDA context with ``message``.
+    """
+    if ok.device.type != "cpu":
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message + (detail() if detail is not None else ""))
+
+
+def scaled(grad: torch.Tensor | None, grad_loss: torch.Tensor) -> torch.Tensor | None:
+    """``grad * grad_loss`` for a gradient computed in the forward of a scalar loss. A CPU
+    ``grad_loss`` of exactly 1 (a loss used as is) skips the pass; on a device reading it would
+    wait for the device, so the product is always taken there."""
+    if grad is None or (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
+        return grad
+    return grad * grad_loss.to(grad.dtype)

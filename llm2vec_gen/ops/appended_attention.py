@@ -19,9 +19,10 @@ Appended query i of head hd (kv head hd // (h / hkv)) attends over the prefix ke
         query 3  m m m m m m m m m m m m       x x x x
 
 so a row whose prefix is all padding still sees its own appended keys and is never NaN. Softmax
-and accumulation are fp32 (fp64 for fp64). The backward returns gradients for q, k, v only; for k
-and v they sum over the h / hkv query heads of each group. The cpp and triton backends save only
-out and the LSE [B, h, K] and recompute the probabilities in the backward.
+and accumulation are fp32 (fp64 for fp64, which never runs Triton: the torch reference does). The
+backward returns gradients for q, k, v only; for k and v they sum over the h / hkv query heads of
+each group. The cpp and triton backends save only out and the LSE [B, h, K] and recompute the
+probabilities in the backward; the triton backend feeds bf16 / fp16 operands to the tensor cores.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def appended_attention(
     """
     device = _check(q, k, v, k_cache, v_cache, prefix_mask)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    backend = backend_for(device)
+    backend = backend_for(device, q.dtype)
     if backend == "torch":
         return appended_attention_reference(q, k, v, k_cache, v_cache, prefix_mask, scale)
     mask = prefix_mask if prefix_mask.dtype == torch.bool else prefix_mask != 0

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm2vec_gen._dispatch import backend_for, kernel
-from llm2vec_gen.ops._checks import check_same_device, check_tensor
+from llm2vec_gen.ops._checks import check_same_device, check_tensor, require
 
 INDEX_DTYPES = (torch.int64, torch.int32)
 
@@ -47,7 +47,7 @@ def special_token_embedding_reference(
 
 
 def _check_table(weight, special_ids, special_rows) -> None:
-    """The checks that do not involve input_ids (shared with ``SpecialTokenEmbedding``)."""
+    """Shapes, dtypes and devices of the table and the K special tokens (no value is read)."""
     check_tensor("weight", weight, (2,))
     check_tensor("special_ids", special_ids, (1,), INDEX_DTYPES)
     check_tensor("special_rows", special_rows, (2,))
@@ -64,21 +64,23 @@ def _check_table(weight, special_ids, special_rows) -> None:
         raise ValueError(
             f"special_rows {tuple(special_rows.shape)} and weight {tuple(weight.shape)} must share H"
         )
-    if bool((special_ids < 0).any()):
-        raise ValueError(f"special_ids must be >= 0, got {special_ids.tolist()}")
-    if torch.unique(special_ids).numel() != k:
-        raise ValueError(f"special_ids must be distinct, got {special_ids.tolist()}")
-    if torch.is_grad_enabled() and weight.requires_grad:
-        raise ValueError(
-            "weight is the frozen base table and gets no gradient, but it requires grad: call "
-            "weight.requires_grad_(False) (or run under torch.no_grad())"
-        )
 
 
-def _raise_bad_ids(input_ids: torch.Tensor, bad: torch.Tensor, vocab: int) -> None:
-    if bool(bad.any()):
-        ids = input_ids[bad].unique()[:8].tolist()
-        raise ValueError(f"input_ids holds ids outside [0, {vocab}) that are not special tokens: {ids}")
+def _check_special_ids(special_ids: torch.Tensor) -> None:
+    """special_ids >= 0 and distinct: a ValueError on the CPU, a device-side assert on a GPU (no sync)."""
+    ordered = special_ids.sort().values
+    require(ordered[0] >= 0, "special_ids must be >= 0", lambda: f", got {special_ids.tolist()}")
+    distinct = (ordered[1:] != ordered[:-1]).all()
+    require(distinct, "special_ids must be distinct", lambda: f", got {special_ids.tolist()}")
+
+
+def _check_ids(input_ids: torch.Tensor, bad: torch.Tensor, vocab: int) -> None:
+    """No id is flagged ``bad`` [B, T]: a ValueError naming them on the CPU, a device assert on a GPU."""
+    require(
+        ~bad.any(),
+        f"input_ids holds ids outside [0, {vocab}) that are not special tokens",
+        lambda: f": {input_ids[bad].unique()[:8].tolist()}",
+    )
 
 
 class _SpecialTokenEmbedding(torch.autograd.Function):
@@ -88,7 +90,7 @@ class _SpecialTokenEmbedding(torch.autograd.Function):
         out, slot = kernel("special_token_embedding", "forward", backend)(
             input_ids, weight, special_ids, rows
         )
-        _raise_bad_ids(input_ids, slot == -2, weight.shape[0])
+        _check_ids(input_ids, slot == -2, weight.shape[0])
         ctx.save_for_backward(slot)
         ctx.k, ctx.rows_dtype, ctx.backend = special_rows.shape[0], special_rows.dtype, backend
         return out
@@ -105,15 +107,27 @@ def special_token_embedding(
 ) -> torch.Tensor:
     """Embed input_ids [B, T] with weight [V, H] (frozen), special_ids [K] taking special_rows [K, H].
 
-    Returns [B, T, H] in weight.dtype; the gradient flows only into special_rows.
+    Returns [B, T, H] in weight.dtype; the gradient flows only into special_rows. Value checks never
+    wait for a GPU (see ``_checks.require``).
     """
-    check_tensor("input_ids", input_ids, (2,), INDEX_DTYPES)
     _check_table(weight, special_ids, special_rows)
+    _check_special_ids(special_ids)
+    return _embed(input_ids, weight, special_ids, special_rows)
+
+
+def _embed(input_ids, weight, special_ids, special_rows) -> torch.Tensor:
+    """``special_token_embedding`` once the table and special ids are known to be valid."""
+    check_tensor("input_ids", input_ids, (2,), INDEX_DTYPES)
     device = check_same_device(input_ids=input_ids, weight=weight)
-    backend = backend_for(device)
+    if torch.is_grad_enabled() and weight.requires_grad:
+        raise ValueError(
+            "weight is the frozen base table and gets no gradient, but it requires grad: call "
+            "weight.requires_grad_(False) (or run under torch.no_grad())"
+        )
+    backend = backend_for(device, weight.dtype)
     if backend == "torch" or input_ids.numel() == 0:
         bad = ~torch.isin(input_ids, special_ids) & ((input_ids < 0) | (input_ids >= weight.shape[0]))
-        _raise_bad_ids(input_ids, bad, weight.shape[0])
+        _check_ids(input_ids, bad, weight.shape[0])
         return special_token_embedding_reference(input_ids, weight, special_ids, special_rows)
     ids, sids = input_ids.long().contiguous(), special_ids.long().contiguous()
     return _SpecialTokenEmbedding.apply(ids, weight, sids, special_rows, backend)
@@ -136,6 +150,7 @@ class SpecialTokenEmbedding(nn.Module):
         ids = torch.as_tensor(special_ids, dtype=torch.int64, device=base.weight.device)
         rows = special_rows_init.detach().to(device=base.weight.device, dtype=torch.float32).clone()
         _check_table(base.weight, ids, rows)
+        _check_special_ids(ids)  # once, at build: forward reads no value of them
         self.register_buffer("special_ids", ids)
         self.special_rows = nn.Parameter(rows)
 
@@ -145,7 +160,7 @@ class SpecialTokenEmbedding(nn.Module):
         return self.base.weight
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return special_token_embedding(input_ids, self.base.weight, self.special_ids, self.special_rows)
+        return _embed(input_ids, self.base.weight, self.special_ids, self.special_rows)
 
     def extra_repr(self) -> str:
         vocab, hidden = self.base.weight.shape
