@@ -108,7 +108,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise _UsageError(str(exc)) from exc
     kwargs = dict(batch_size=args.batch_size, max_length=args.max_length, instruction=_instruction(args))
-    kwargs.update(normalize=args.normalize)
+    kwargs.update(normalize_embeddings=args.normalize)
     start = time.perf_counter()
     if distributed.is_launched():
         if args.save_recon or args.resume:

@@ -1,7 +1,7 @@
 """A small local evaluation: retrieval (nDCG@k, recall@k, MRR@k) and STS (Spearman), no hub needed.
 
 The encoder is anything with our ``encode(texts, batch_size=, max_length=, instruction=,
-normalize=, convert_to_numpy=)`` (``LLM2VecGenModel``). Queries and documents get the
+normalize_embeddings=, convert_to_numpy=)`` (``LLM2VecGenModel``). Queries and documents get the
 instructions of the paper's evaluation (``llm2vec_gen.integrations.instructions``); scores are
 cosine similarities. Without data the bundled sample set is used; a BEIR-layout directory
 (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) can be given instead.
@@ -83,7 +83,7 @@ def _embed(model: Any, texts: list[str], instruction: str, batch_size: int, max_
         batch_size=batch_size,
         max_length=max_length,
         instruction=instruction,
-        normalize=True,
+        normalize_embeddings=True,
         convert_to_numpy=True,
     )
     return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)

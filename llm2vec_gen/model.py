@@ -16,10 +16,8 @@ two affine heads into one map applied after pooling (``ops.fold_heads`` + ``ops.
 from __future__ import annotations
 
 import json
-import numbers
 import os
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm2vec_gen import checkpoint as ckpt
+from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
 from llm2vec_gen.decode import eos_token_ids, greedy_decode
 from llm2vec_gen.ops import encode_tail, fold_heads, special_token_embedding
+from llm2vec_gen.tokenize import check_positive, check_texts, query_ids
 
-Texts = str | Sequence[str]
+Texts = str | Iterable[str]
 
 
 def extra_special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -389,57 +389,30 @@ class LLM2VecGenModel(nn.Module):
         Positions count real tokens only (``mask.cumsum - 1``), so a text's states do not depend on
         how much padding its batch has. Differentiable with respect to ``special_rows``.
         """
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.llm.base_model(
             inputs_embeds=self.embed_tokens(input_ids),
             attention_mask=attention_mask,
-            position_ids=positions,
+            position_ids=positions(attention_mask),
             use_cache=False,
         )
         return out.last_hidden_state[:, -self.num_encode_tokens :]
 
     def tokenize(
-        self, texts: Sequence[str], max_length: int = 512, instruction: str | None = None
+        self, texts: Texts, max_length: int = 512, instruction: str | None = None
     ) -> list[list[int]]:
-        """Token ids per text, unpadded: ``instruction + text + <question1>..<questionK>``, truncated
-        on the right at max_length; when truncation cut the special tokens, the last K ids become
-        them (one warning per call)."""
-        k = self.num_special_tokens
-        _check_tokenize_options(max_length, instruction, k)
-        suffix = "".join(self.special_tokens)
-        prefix = instruction or ""
-        ids = self.tokenizer(
-            [prefix + t + suffix for t in texts], truncation=True, max_length=max_length, padding=False
-        )["input_ids"]
-        special = self.special_ids.tolist()
-        special_set = set(special)
-        cut = 0
-        for row in ids:
-            if sum(t in special_set for t in row) < k:
-                row[-k:] = special
-                cut += 1
-        if cut:
-            warnings.warn(
-                f"{cut} of {len(ids)} texts are longer than max_length={max_length} tokens with the {k} "
-                "special tokens; they were truncated and end with the special tokens",
-                stacklevel=3,
-            )
-        return ids
+        """Token ids per text, unpadded: ``instruction + text`` (special tokens in it split into
+        plain pieces, truncated to max_length - K) + the K special ids (see ``llm2vec_gen.tokenize``)."""
+        return query_ids(
+            self.tokenizer, check_texts(texts), self.special_ids.tolist(), max_length, instruction
+        )
 
-    def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-pad token rows: (input_ids [B, T] int64, attention_mask [B, T] int64) on the device."""
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        if pad is None or pad >= self.llm.get_input_embeddings().weight.shape[0]:
-            pad = 0
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        return input_ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded rows: (input_ids [B, T] int64, attention_mask [B, T] int64) on the model's device."""
+        vocab = self.llm.get_input_embeddings().weight.shape[0]
+        ids, mask = left_pad(rows, pad_token_id(self.tokenizer, vocab))
+        return ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
 
-    def _folded_heads(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def folded_heads(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W [D, H], b [D]) fp32 of align(recon(.)); recomputed only when a head's weights change."""
         params = (self.recon_head.weight, self.recon_head.bias, self.align_head.weight, self.align_head.bias)
         key = tuple((p.data_ptr(), p._version, p.device) for p in params)
@@ -447,83 +420,115 @@ class LLM2VecGenModel(nn.Module):
             self._folded = (key, fold_heads(self.recon_head, self.align_head))
         return self._folded[1]
 
-    def _run(
+    def pool(self, hidden: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Embeddings [B, D] fp32 of final hidden states [B, N, H] (``forward``'s output): the folded
+        heads after the mean over N, L2-normalised on request."""
+        weight, bias = self.folded_heads()
+        return encode_tail(hidden, weight, bias, normalize)
+
+    def encode_ids(
         self,
-        texts: Texts,
-        batch_size: int,
-        max_length: int,
-        instruction: str | None,
-        normalize: bool,
-        want_recon: bool,
-        show_progress_bar: bool | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(embeddings [n, D] fp32, recon states [n, N, H] fp32 or None), in input order, on the device."""
-        texts = _check_texts(texts)
-        _check_batch_size(batch_size)
-        _check_tokenize_options(max_length, instruction, self.num_special_tokens)
-        n, hidden = len(texts), self.special_rows.shape[1]
+        ids: Sequence[Sequence[int]],
+        *,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        normalize_embeddings: bool = False,
+        get_recon_hidden_states: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings fp32 [n, D] on the model's device, in input order, of pre-tokenised rows (from
+        ``tokenize``); with ``get_recon_hidden_states`` also the recon states [n, N, H] fp32.
+
+        Rows run longest first in batches of at most ``batch_size`` rows and, with
+        ``max_batch_tokens``, at most that many padded tokens; a batch that runs out of memory is
+        split in two and retried. Every row must be non-empty, its ids in [0, len(tokenizer)).
+        """
+        check_positive("batch_size", batch_size)
+        if max_batch_tokens is not None:
+            check_positive("max_batch_tokens", max_batch_tokens)
+        rows = self._check_ids(ids)
+        n, hidden = len(rows), self.special_rows.shape[1]
         emb = torch.empty(n, self.embedding_dim, device=self.device)
-        recon = torch.empty(n, self.num_encode_tokens, hidden, device=self.device) if want_recon else None
-        if n == 0:
-            return emb, recon
-        ids = self.tokenize(texts, max_length, instruction)
-        order = sorted(range(n), key=lambda i: -len(ids[i]))  # longest first: OOM shows at once
-        weight, bias = self._folded_heads()
-        batches = range(0, n, batch_size)
+        recon = (
+            torch.empty(n, self.num_encode_tokens, hidden, device=self.device)
+            if get_recon_hidden_states
+            else None
+        )
+
+        def run(index: list[int]) -> None:
+            h = self(*self.pad([rows[i] for i in index]))  # [b, N, H]
+            where = torch.tensor(index, device=self.device)
+            emb[where] = self.pool(h, normalize_embeddings)
+            if recon is not None:
+                recon[where] = self.recon_head(h.float())
+
+        batches = token_batches([len(r) for r in rows], batch_size, max_batch_tokens)
         if show_progress_bar:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="Encoding", unit="batch")
         with torch.inference_mode():
-            for start in batches:
-                index = order[start : start + batch_size]
-                h = self(*self._pad([ids[i] for i in index]))  # [b, N, H]
-                where = torch.tensor(index, device=self.device)
-                emb[where] = encode_tail(h, weight, bias, normalize)
-                if recon is not None:
-                    recon[where] = self.recon_head(h.float())
-        return emb, recon
+            for batch in batches:
+                run_split_on_oom(run, batch)
+        return (emb, recon) if recon is not None else emb
+
+    def _check_ids(self, ids: Any) -> list[Sequence[int]]:
+        """``ids`` as a list of non-empty rows of ids in [0, len(tokenizer)); errors name the row."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise TypeError(f"ids must be a sequence of token-id rows, got {type(ids).__name__}")
+        rows, vocab = list(ids), len(self.tokenizer)
+        for i, row in enumerate(rows):
+            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) == 0:
+                raise ValueError(f"ids[{i}] must be a non-empty sequence of token ids (from tokenize)")
+            low, high = min(row), max(row)
+            if low < 0 or high >= vocab:
+                raise ValueError(f"ids[{i}] holds id {low if low < 0 else high} outside [0, {vocab})")
+        return rows
 
     def encode(
         self,
         texts: Texts,
-        batch_size: int = 32,
         max_length: int = 512,
+        get_recon_hidden_states: bool = False,
+        *,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
         instruction: str | None = None,
-        normalize: bool = False,
-        convert_to_numpy: bool = True,
-        convert_to_tensor: bool = False,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = False,
+        convert_to_tensor: bool | None = None,
         show_progress_bar: bool | None = None,
         device: str | torch.device | None = None,
-        return_recon_states: bool = False,
-    ):
-        """Embed texts: [n, D] fp32 (numpy by default; a tensor with convert_to_tensor=True or
-        convert_to_numpy=False); a single str gives [D]. ``instruction`` is prepended to every text.
+    ) -> torch.Tensor | np.ndarray | tuple:
+        """Embed texts: [n, D] fp32, 2-D even for a single str (as the reference).
 
-        With return_recon_states=True returns (embeddings, recon states [n, N, H] fp32), the soft
-        prompts that ``decode`` turns into text. ``device`` moves the model there first. Bad arguments
-        raise TypeError/ValueError naming them: texts (bytes are not text), batch_size (an int >= 1),
-        max_length (an int > K), instruction (a str or None).
+        Positional order and defaults are the reference's (texts, max_length, get_recon_hidden_states);
+        ours are keyword-only. With get_recon_hidden_states=True returns (embeddings, recon states
+        [n, N, H] fp32), the soft prompts ``generate``/``decode`` turn into text.
+
+        Output type: a torch tensor on the model's device (the reference's). As in
+        sentence-transformers, ``convert_to_tensor=True`` wins over ``convert_to_numpy``; otherwise
+        ``convert_to_numpy=True`` gives numpy arrays on the CPU. ``instruction`` is prepended to every
+        text; ``device`` moves the model there first. texts: a str or any iterable of str. Bad
+        arguments raise TypeError/ValueError naming them (bytes are not text; a non-str item names
+        its index; batch_size an int >= 1; max_length an int > K; instruction a str or None).
         """
         if device is not None and torch.device(device) != self.device:
             self.to(device)
-        single = isinstance(texts, str)
-        emb, recon = self._run(
-            texts, batch_size, max_length, instruction, normalize, return_recon_states, show_progress_bar
+        texts = check_texts(texts)
+        check_positive("batch_size", batch_size)
+        ids = self.tokenize(texts, max_length, instruction)
+        out = self.encode_ids(
+            ids,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            normalize_embeddings=normalize_embeddings,
+            get_recon_hidden_states=get_recon_hidden_states,
+            show_progress_bar=show_progress_bar,
         )
-        if single:
-            emb, recon = emb[0], (recon[0] if recon is not None else None)
         if convert_to_numpy and not convert_to_tensor:
-            emb = emb.cpu().numpy()
-            recon = recon.cpu().numpy() if recon is not None else None
-        return (emb, recon) if return_recon_states else emb
-
-    def get_recon_hidden_states(
-        self, texts: Texts, batch_size: int = 32, max_length: int = 512, instruction: str | None = None
-    ) -> torch.Tensor:
-        """Recon states [n, N, H] fp32 (device tensor), the decoder's soft prompts; [N, H] for a str."""
-        _, recon = self._run(texts, batch_size, max_length, instruction, False, True, False)
-        return recon[0] if isinstance(texts, str) else recon
+            return tuple(t.cpu().numpy() for t in out) if get_recon_hidden_states else out.cpu().numpy()
+        return out
 
     # --------------------------------------------------------------------------------- decoding
 
@@ -540,15 +545,15 @@ class LLM2VecGenModel(nn.Module):
         Batched with a KV cache; each row stops at its own EOS. Returns B strings (special tokens
         skipped), one per input.
         """
-        _check_batch_size(batch_size)
+        check_positive("batch_size", batch_size)
         if isinstance(recon_states_or_texts, (torch.Tensor, np.ndarray)):
             recon = torch.as_tensor(recon_states_or_texts)
-            if recon.dim() == 2:
-                recon = recon.unsqueeze(0)
         else:
-            recon = self.get_recon_hidden_states(recon_states_or_texts, batch_size, max_length, instruction)
-            if recon.dim() == 2:
-                recon = recon.unsqueeze(0)
+            _, recon = self.encode(
+                recon_states_or_texts, max_length, True, batch_size=batch_size, instruction=instruction
+            )
+        if recon.dim() == 2:
+            recon = recon.unsqueeze(0)
         if recon.dim() != 3 or recon.shape[-1] != self.special_rows.shape[1]:
             raise ValueError(
                 f"recon states must be [B, N, {self.special_rows.shape[1]}], got {tuple(recon.shape)}"
@@ -561,53 +566,32 @@ class LLM2VecGenModel(nn.Module):
 
     def generate(
         self,
-        input_text: Texts | None = None,
-        max_new_tokens: int = 64,
+        input_text: Texts = "",
+        max_new_tokens: int = 256,
+        get_align_hidden_states: bool = False,
         recon_hidden_states: torch.Tensor | None = None,
-    ) -> str | list[str]:
-        """Reference-style alias of ``decode``: ``recon_hidden_states`` wins over ``input_text``.
-        One input (a str, or states [N, H] / [1, N, H]) gives a str, a batch a list."""
-        source = recon_hidden_states if recon_hidden_states is not None else input_text
-        if source is None:
-            raise TypeError("generate needs input_text or recon_hidden_states")
-        texts = self.decode(source, max_new_tokens=max_new_tokens)
-        single = isinstance(source, str) or (
-            isinstance(source, torch.Tensor) and (source.dim() == 2 or source.shape[0] == 1)
-        )
-        return texts[0] if single else texts
+    ) -> str | list[str] | tuple:
+        """The reference's ``generate``: greedy text of ``recon_hidden_states`` ([N, H] or [B, N, H]),
+        or of ``input_text`` encoded first when no states are given (as ``encode`` tokenises it).
 
-
-def _check_int(name: str, value: Any) -> None:
-    """TypeError naming ``name`` unless value is an integer (a bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-
-
-def _check_batch_size(batch_size: Any) -> None:
-    """TypeError unless batch_size is an int, ValueError unless it is >= 1."""
-    _check_int("batch_size", batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-
-def _check_tokenize_options(max_length: Any, instruction: Any, k: int) -> None:
-    """max_length an int > K (room for text beside the K special tokens); instruction a str or None."""
-    _check_int("max_length", max_length)
-    if max_length <= k:
-        raise ValueError(
-            f"max_length={max_length} cannot hold the {k} special tokens and any text: it must be > {k}"
-        )
-    if instruction is not None and not isinstance(instruction, str):
-        raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
-
-
-def _check_texts(texts: Any) -> list[str]:
-    """texts as a list of str; TypeError naming the first bad item's index (bytes are not text)."""
-    if isinstance(texts, str):
-        return [texts]
-    if texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-    return list(texts)
+        Returns a str for one input (a str, or states of batch 1), a list of B str for a batch; with
+        ``get_align_hidden_states=True`` also the embedding fp32 [B, D] of the input (for a text,
+        exactly ``encode``'s). Unlike the reference it runs on any device and for a batch.
+        """
+        if recon_hidden_states is None:
+            texts = check_texts(input_text)
+            emb, recon = self.encode(texts, get_recon_hidden_states=True)
+            single = isinstance(input_text, str)
+        else:
+            recon = torch.as_tensor(recon_hidden_states)
+            if recon.dim() == 2:
+                recon = recon.unsqueeze(0)
+            single = recon.shape[0] == 1
+            emb = (
+                self.align_head(recon.to(self.device, torch.float32)).mean(1)
+                if get_align_hidden_states
+                else None
+            )
+        out = self.decode(recon, max_new_tokens=max_new_tokens)
+        text = out[0] if single else out
+        return (text, emb) if get_align_hidden_states else text

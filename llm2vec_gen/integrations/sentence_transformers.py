@@ -9,8 +9,8 @@
     st.save("st-model")                                       # a checkpoint + modules.json
     SentenceTransformer("st-model", trust_remote_code=True)   # our class is outside sentence-transformers
 
-The module tokenises like ``encode`` (``instruction + text + <question1>..<questionK>``, right
-truncation, special tokens restored), left-pads, runs the frozen LM and the folded heads, and
+The module calls the model's public pieces in order: ``tokenize`` (the one query tokeniser),
+``pad`` (left padding), ``forward`` (the K final hidden states) and ``pool`` (folded heads), and
 returns ``sentence_embedding`` fp32 [B, D]. A prompt given to ``SentenceTransformer.encode``
 (``prompt=`` or ``prompt_name=``) is the instruction. The saved directory is a regular LLM2Vec-Gen
 checkpoint plus sentence-transformers' ``modules.json`` and this module's config.
@@ -27,7 +27,6 @@ from sentence_transformers.base.modules import InputModule
 
 from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION, STS_INSTRUCTION
 from llm2vec_gen.model import LLM2VecGenModel
-from llm2vec_gen.ops import encode_tail
 
 PROMPTS = {"query": QUERY_INSTRUCTION, "document": PASSAGE_INSTRUCTION, "sts": STS_INSTRUCTION}
 """The paper's evaluation instructions as sentence-transformers prompts (``prompt_name=``)."""
@@ -55,21 +54,15 @@ class LLM2VecGenST(InputModule):
     ) -> dict[str, torch.Tensor]:
         """Token ids of ``prompt + text + specials``, left-padded: input_ids, attention_mask [B, T] int64."""
         rows = self.model.tokenize(list(inputs), self.max_seq_length, instruction=prompt)
-        width = max(len(r) for r in rows)
-        input_ids = torch.zeros(len(rows), width, dtype=torch.long)  # pad id 0: masked, never read
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        return {"input_ids": input_ids, "attention_mask": mask}
+        input_ids, attention_mask = self.model.pad(rows)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         """Adds ``sentence_embedding`` fp32 [B, D] (and ``token_embeddings``, the final hidden states
         [B, N, H] at the N special positions) to ``features``."""
         h = self.model(features["input_ids"], features["attention_mask"])  # [B, N, H]
-        weight, bias = self.model._folded_heads()
         features["token_embeddings"] = h
-        features["sentence_embedding"] = encode_tail(h, weight, bias, self.normalize)
+        features["sentence_embedding"] = self.model.pool(h, self.normalize)
         return features
 
     def get_embedding_dimension(self) -> int:
