@@ -91,6 +91,17 @@ TASK_INSTRUCTIONS: dict[str, str] = {
 }
 
 
+PROMPTS: dict[str, str] = {
+    "query": QUERY_INSTRUCTION,
+    "document": PASSAGE_INSTRUCTION,
+    "sts": STS_INSTRUCTION,
+    "classification": TYPE_INSTRUCTIONS["Classification"],
+    "clustering": TYPE_INSTRUCTIONS["Clustering"],
+}
+"""Named presets (the server's ``prompt_name``): retrieval queries, documents, STS, classification,
+clustering."""
+
+
 def instruction_for(task_name: str | None, task_type: str | None, is_passage: bool = False) -> str:
     """The instruction for one side of a task: the passage one for documents, else per task, else per type.
 
