@@ -24,6 +24,7 @@ def small_blocks(monkeypatch):
         from llm2vec_gen.kernels import fused_linear_cross_entropy as kernels
 
         monkeypatch.setattr(kernels, "MAX_BLOCK_V", 64)
+        monkeypatch.setattr(kernels, "CHUNK_ALIGN", 2)
 
 
 def _inputs(n, dim, vocab, dtype, weight_grad=False, bias=False, ignored=0.3, magnitude=1.0):

@@ -11,16 +11,19 @@
 It equals ``F.cross_entropy((hidden @ weight.T + bias).float(), labels, ignore_index=...)`` except
 that every row ignored gives 0 and zero gradients (F.cross_entropy gives NaN).
 
-Memory: the [N, V] logits are never materialised. The cpp and triton backends first gather the
-non-ignored rows (the M of N that count), then walk them in chunks of C rows: logits [C, V], per-row
-log-sum-exp and loss in fp32, and in the same pass the gradient softmax - onehot (times 1/M for
-"mean") written over the logits; then grad_hidden[chunk] = grad_logits @ weight and, when the weight
-or bias needs a gradient, grad_weight += grad_logits.T @ hidden[chunk], grad_bias += sum of rows.
-The gradients are thus computed in the forward (as in Liger-Kernel); backward only scales them by
-the incoming gradient. C is picked so one chunk's fp32 logits take at most ``CHUNK_BYTES`` (160 MiB):
-at V = 151,669 that is 274 rows for N = 4096, against 2.5 GB of logits (plus as much again for their
-gradient) in the eager composition. Besides that buffer the op holds grad_hidden [N, H] and, only when
-the weight trains, grad_weight [V, H] (accumulated in fp32 for bf16 / fp16 weights, cast at the end).
+Memory: the [N, V] logits are never materialised. The cpp backend first gathers the non-ignored
+rows (the M of N that count); the triton backend takes all N rows and gives the ignored ones loss
+and gradient 0 (counting them would wait for the GPU; label checks there are device-side asserts).
+Both then walk the rows in chunks of C rows: logits [C, V], per-row log-sum-exp and loss in fp32,
+and in the same pass the gradient softmax - onehot (times 1/M for "mean") written over the logits;
+then grad_hidden[chunk] = grad_logits @ weight and, when the weight or bias needs a gradient,
+grad_weight += grad_logits.T @ hidden[chunk], grad_bias += sum of rows. The gradients are thus
+computed in the forward (as in Liger-Kernel); backward only scales them by the incoming gradient.
+C is picked so one chunk's fp32 logits take at most ``CHUNK_BYTES`` (160 MiB): at V = 151,669 that
+is 274 rows for N = 4096 (the triton backend rounds it to 256, a multiple of 128), against 2.5 GB
+of logits (plus as much again for their gradient) in the eager composition. Besides that buffer the
+op holds grad_hidden [N, H] and, only when the weight trains, grad_weight [V, H] (accumulated in
+fp32 for bf16 / fp16 weights, cast at the end). fp64 never runs Triton (the torch reference does).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Literal
 import torch
 
 from llm2vec_gen._dispatch import backend_for, kernel
-from llm2vec_gen.ops._checks import check_same_device, check_tensor
+from llm2vec_gen.ops._checks import check_same_device, check_tensor, require, scaled
 
 REDUCTIONS = ("mean", "sum")
 Reduction = Literal["mean", "sum"]
@@ -83,22 +86,21 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grads = list(ctx.saved_tensors)
-        if not bool(grad_loss == 1):
-            grads = [None if g is None else g * grad_loss.to(g.dtype) for g in grads]
+        grads = [scaled(g, grad_loss) for g in ctx.saved_tensors]
         return *grads, None, None, None, None, None, None
 
 
 def _check_labels(labels: torch.Tensor, vocab: int, ignore_index: int) -> torch.Tensor:
-    """The non-ignored positions; ValueError naming the first label outside [0, vocab)."""
+    """The non-ignored positions [N] bool; every other label must lie in [0, vocab) (a ValueError
+    naming the first one on the CPU, a device-side assert on a GPU: no host sync)."""
     counted = labels != ignore_index
     bad = counted & ((labels < 0) | (labels >= vocab))
-    if bool(bad.any()):
+
+    def first_bad() -> str:
         pos = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
-            f"got label {int(labels[pos])} at position {pos}"
-        )
+        return f"; got label {int(labels[pos])} at position {pos}"
+
+    require(~bad.any(), f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}", first_bad)
     return counted
 
 
@@ -138,21 +140,26 @@ def fused_linear_cross_entropy(
             )
     device = check_same_device(**tensors)
     counted = _check_labels(labels, vocab, ignore_index)
-    backend = backend_for(device)
+    backend = backend_for(device, hidden.dtype)
     if backend == "torch":
         return fused_linear_cross_entropy_reference(hidden, weight, labels, ignore_index, reduction, bias)
-    n_valid = int(counted.sum())
-    rows = None if n_valid == n else counted.nonzero().squeeze(1)
-    picked_labels = labels if rows is None else labels.index_select(0, rows)
-    scale = 1.0 / max(n_valid, 1) if reduction == "mean" else 1.0
+    if backend == "triton":  # no host sync: every row goes in, ignored ones labelled -1
+        rows, kept, n_kept = None, torch.where(counted, labels, -1), n
+        count = counted.sum().clamp_min(1).float()
+        scale = 1.0 / count if reduction == "mean" else torch.ones((), device=device)
+    else:  # CPU tensors: reading the count waits for nothing, so only the counted rows go in
+        n_kept = int(counted.sum())
+        rows = None if n_kept == n else counted.nonzero().squeeze(1)
+        kept = labels if rows is None else labels.index_select(0, rows)
+        scale = 1.0 / max(n_kept, 1) if reduction == "mean" else 1.0
     return _FusedLinearCrossEntropy.apply(
         hidden.contiguous(),
         weight.contiguous(),
         None if bias is None else bias.contiguous(),
-        picked_labels.contiguous(),
+        kept.contiguous(),
         rows,
         scale,
-        chunk_rows(n_valid, vocab, CHUNK_BYTES),
+        chunk_rows(n_kept, vocab, CHUNK_BYTES),
         backend,
         torch.is_grad_enabled(),
     )
