@@ -39,7 +39,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from llm2vec_gen._atomic import atomic_write, fsync_dir
+from llm2vec_gen.io.atomic import atomic_write, fsync_dir
 
 RUN_CONFIG = "run_config.yml"
 ENCODER_DECODER_CONFIG = "encoder_decoder_config.json"

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from llm2vec_gen.evaluate import RetrievalSet
-from llm2vec_gen.train.data import DEMO_CORPUS, read_records
+from llm2vec_gen.io.records import read_records
+from llm2vec_gen.train.data import DEMO_CORPUS
 
 DEMO_K = 10
 DEMO_HIDDEN, DEMO_LAYERS = 64, 2

@@ -10,8 +10,8 @@ import pytest
 from integration_checkpoint import DIM, TEXTS
 
 from llm2vec_gen.cli import main
-from llm2vec_gen.integrations.files import OUTPUT_SUFFIXES, read_embeddings, read_texts, write_embeddings
 from llm2vec_gen.integrations.instructions import QUERY_INSTRUCTION
+from llm2vec_gen.io import OUTPUT_SUFFIXES, read_embeddings, read_texts, write_embeddings
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from llm2vec_gen.integrations.distributed import encode_distributed, merge_shards, shard_bounds
-from llm2vec_gen.integrations.files import read_embeddings
+from llm2vec_gen.io.embeddings import read_embeddings
 
 
 class _LengthEncoder:

@@ -19,7 +19,6 @@ import json
 import subprocess
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,8 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llm2vec_gen.cli import main
-from llm2vec_gen.integrations import files, stream_encode
-from llm2vec_gen.integrations.files import InputError, iter_texts, read_embeddings, read_texts
+from llm2vec_gen.io import InputError, iter_texts, read_embeddings, read_texts, rows, stream
+from llm2vec_gen.io.chunks import MANIFEST, ChunkStore, parts_dir
+from llm2vec_gen.io.embeddings import OUTPUT_SUFFIXES
 
 WORDS = (
     "alpha",
@@ -49,7 +49,7 @@ WORDS = (
 # high-water mark (/proc/self/clear_refs, 5) once the model is loaded and reading VmHWM at the end
 # (getrusage's ru_maxrss cannot be reset and is dominated by the model load). ru_maxrss is printed too.
 # The work whose memory the CLI runs measure (model loading excluded).
-MEASURED = "llm2vec_gen.integrations.stream_encode:encode_file"
+MEASURED = "llm2vec_gen.io.stream:encode_file"
 CHUNK_ROWS = 40
 
 
@@ -68,7 +68,7 @@ def _argv(ckpt: Path, source: Path, out: Path, *extra: str) -> list[str]:
 
 def _manifest(store: Path) -> dict | None:
     try:
-        return json.loads((store / stream_encode.MANIFEST).read_text())
+        return json.loads((store / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -79,19 +79,20 @@ def _kill_after(proc: subprocess.Popen, store: Path, chunks: int) -> dict:
     return _manifest(store)
 
 
-def _committed_files(store: Path, manifest: dict) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every committed chunk file, after checking each one is whole."""
+def _committed_files(out: Path, manifest: dict) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of each committed chunk file of ``out``'s store, after checking it is whole."""
     stamps = {}
-    rows = 0
+    total = 0
+    chunk_file = ChunkStore(out).chunk_file
     for index in range(manifest["chunks"]):
-        emb = np.load(stream_encode.chunk_file(store, index, "emb"))
-        ids = json.loads(stream_encode.chunk_file(store, index, "ids").read_text())
+        emb = np.load(chunk_file(index, "emb"))
+        ids = json.loads(chunk_file(index, "ids").read_text())
         assert emb.shape[0] == len(ids) == CHUNK_ROWS
-        rows += len(ids)
+        total += len(ids)
         for kind in ("emb", "ids"):
-            stat = stream_encode.chunk_file(store, index, kind).stat()
+            stat = chunk_file(index, kind).stat()
             stamps[f"{index}.{kind}"] = (stat.st_ino, stat.st_mtime_ns)
-    assert manifest["rows"] == rows
+    assert manifest["rows"] == total
     return stamps
 
 
@@ -106,7 +107,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_memory_is_flat(ckpt, t
     ref_ids, ref_emb = read_embeddings(ref_out)
 
     out = tmp_path / "emb.npy"
-    store = stream_encode.parts_dir(out)
+    store = parts_dir(out)
     stamps: dict[str, tuple[int, int]] = {}
     committed = 0
     for attempt, more in enumerate([1, 3]):
@@ -114,7 +115,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_memory_is_flat(ckpt, t
         log = tmp_path / f"kill{attempt}"
         manifest = _kill_after(spawn(_argv(ckpt, small, out, *extra), log, MEASURED), store, committed + more)
         assert not out.exists() and not manifest["done"]
-        now = _committed_files(store, manifest)
+        now = _committed_files(out, manifest)
         assert all(now[name] == stamp for name, stamp in stamps.items()), "a committed chunk was rewritten"
         assert manifest["chunks"] >= committed + more
         stamps, committed = now, manifest["chunks"]
@@ -145,14 +146,10 @@ class Crash(RuntimeError):
 class StandInModel:
     """Deterministic encode: each text's vector is derived from its hash; counts the texts it encodes."""
 
-    embedding_dim = 5
-    num_encode_tokens = 2
-    special_rows = SimpleNamespace(shape=(2, 3))
-
     def __init__(self, crash_at_call: int | None = None):
         self.crash_at_call, self.calls, self.texts = crash_at_call, 0, 0
 
-    def encode(self, texts, return_recon_states=False, **kwargs):
+    def encode(self, texts, return_recon_states=False):
         if self.crash_at_call is not None and self.calls == self.crash_at_call:
             raise Crash
         self.calls += 1
@@ -163,13 +160,22 @@ class StandInModel:
         return (emb, recon) if return_recon_states else emb
 
 
+def _encode_file(model: StandInModel, source: Path, out: Path, recon_output=None, instruction=None, **kwargs):
+    """``stream.encode_file`` driving the stand-in model as the CLI drives the real one (its options
+    recorded as settings)."""
+    return stream.encode_file(
+        lambda texts: model.encode(texts, recon_output is not None), source, out, dim=5,
+        recon_output=recon_output, recon_shape=(2, 3), settings={"instruction": instruction}, **kwargs,
+    )  # fmt: skip
+
+
 def _tear(store: Path, manifest: dict) -> None:
     """What a SIGKILL between a chunk's writes and its manifest entry leaves: a torn temporary
     file and a half-written chunk file the manifest does not name."""
     index = manifest["chunks"]
     (store / f".chunk-{index:06d}.npy.tmp").write_bytes(b"\x93NUMPY torn")
     (store / f"chunk-{index:06d}.npy").write_bytes(b"\x93NUMPY half")
-    (store / f".{stream_encode.MANIFEST}.tmp").write_text('{"format": 1, "chunks": ')
+    (store / f".{MANIFEST}.tmp").write_text('{"format": 1, "chunks": ')
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -177,7 +183,7 @@ def _tear(store: Path, manifest: dict) -> None:
     rows=st.integers(0, 60),
     chunk_rows=st.integers(1, 17),
     crashes=st.lists(st.integers(0, 5), max_size=3),
-    suffix=st.sampled_from(files.OUTPUT_SUFFIXES),
+    suffix=st.sampled_from(OUTPUT_SUFFIXES),
     recon=st.booleans(),
 )
 def test_crash_and_resume_property(rows, chunk_rows, crashes, suffix, recon):
@@ -187,20 +193,18 @@ def test_crash_and_resume_property(rows, chunk_rows, crashes, suffix, recon):
         tmp = Path(tmp)
         source = tmp / "in.txt"
         source.write_text("".join(f"text {i} {WORDS[i % len(WORDS)]}\n" for i in range(rows)))
-        kwargs = dict(chunk_rows=chunk_rows, batch_size=4)
+        kwargs = dict(chunk_rows=chunk_rows)
         ref = StandInModel()
-        stream_encode.encode_file(
+        _encode_file(
             ref, source, tmp / f"ref{suffix}", recon_output=tmp / "ref_recon.npy" if recon else None, **kwargs
         )
         out, recon_out = tmp / f"out{suffix}", (tmp / "recon.npy" if recon else None)
-        store = stream_encode.parts_dir(out)
+        store = parts_dir(out)
         encoded = 0
         for attempt, crash_at in enumerate(crashes):
             model = StandInModel(crash_at_call=crash_at)
             try:
-                stream_encode.encode_file(
-                    model, source, out, resume=attempt > 0, recon_output=recon_out, **kwargs
-                )
+                _encode_file(model, source, out, resume=attempt > 0, recon_output=recon_out, **kwargs)
             except Crash:
                 _tear(store, _manifest(store))
                 assert _manifest(store)["rows"] == encoded + model.texts
@@ -211,9 +215,7 @@ def test_crash_and_resume_property(rows, chunk_rows, crashes, suffix, recon):
                 break
         if not out.exists():
             model = StandInModel()
-            result = stream_encode.encode_file(
-                model, source, out, resume=True, recon_output=recon_out, **kwargs
-            )
+            result = _encode_file(model, source, out, resume=True, recon_output=recon_out, **kwargs)
             encoded += model.texts
             assert result.rows == rows
         assert encoded == rows, "rows were encoded twice or skipped"
@@ -230,19 +232,19 @@ def test_kill_during_merge_resumes_by_merging(tmp_path, monkeypatch):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": f"x{i}", "text": f"t{i}"}) + "\n" for i in range(23)))
     out = tmp_path / "emb.parquet"
-    real = files.write_embeddings_stream
+    real = stream.write_embeddings_stream
 
     def killed(path, parts, rows, dim):
         Path(path).with_name(f".{Path(path).name}.tmp").write_bytes(b"PAR1 torn")
         raise Crash
 
-    monkeypatch.setattr(files, "write_embeddings_stream", killed)
+    monkeypatch.setattr(stream, "write_embeddings_stream", killed)
     with pytest.raises(Crash):
-        stream_encode.encode_file(StandInModel(), source, out, chunk_rows=5)
-    assert _manifest(stream_encode.parts_dir(out))["done"] and not out.exists()
-    monkeypatch.setattr(files, "write_embeddings_stream", real)
+        _encode_file(StandInModel(), source, out, chunk_rows=5)
+    assert _manifest(parts_dir(out))["done"] and not out.exists()
+    monkeypatch.setattr(stream, "write_embeddings_stream", real)
     model = StandInModel()
-    result = stream_encode.encode_file(model, source, out, chunk_rows=5, resume=True)
+    result = _encode_file(model, source, out, chunk_rows=5, resume=True)
     assert model.texts == 0 and result.rows == 23 and result.resumed_rows == 23
     ids, emb = read_embeddings(out)
     assert ids == [f"x{i}" for i in range(23)]
@@ -254,17 +256,17 @@ def test_resume_refuses_changed_input_or_settings(tmp_path):
     source.write_text("".join(f"line {i}\n" for i in range(12)))
     out = tmp_path / "emb.npy"
     with pytest.raises(Crash):
-        stream_encode.encode_file(StandInModel(crash_at_call=1), source, out, chunk_rows=4)
+        _encode_file(StandInModel(crash_at_call=1), source, out, chunk_rows=4)
     with pytest.raises(ValueError, match=r"chunk_rows: 4 -> 5"):
-        stream_encode.encode_file(StandInModel(), source, out, chunk_rows=5, resume=True)
+        _encode_file(StandInModel(), source, out, chunk_rows=5, resume=True)
     with pytest.raises(ValueError, match=r"instruction: None -> 'q: '"):
-        stream_encode.encode_file(StandInModel(), source, out, chunk_rows=4, resume=True, instruction="q: ")
+        _encode_file(StandInModel(), source, out, chunk_rows=4, resume=True, instruction="q: ")
     with source.open("a") as f:
         f.write("appended\n")
     with pytest.raises(ValueError, match="input_bytes"):
-        stream_encode.encode_file(StandInModel(), source, out, chunk_rows=4, resume=True)
+        _encode_file(StandInModel(), source, out, chunk_rows=4, resume=True)
     model = StandInModel()  # without --resume: start over
-    assert stream_encode.encode_file(model, source, out, chunk_rows=4).rows == 13 and model.texts == 13
+    assert _encode_file(model, source, out, chunk_rows=4).rows == 13 and model.texts == 13
 
 
 # --------------------------------------------------------------------------------- malformed input
@@ -317,7 +319,7 @@ def test_cli_bad_bytes_and_enormous_line_exit_2(ckpt, tmp_path, capsys):
 
     huge = tmp_path / "huge.txt"
     with huge.open("wb") as f:
-        f.write(b"x" * (files.MAX_LINE_BYTES + 1) + b"\n")
+        f.write(b"x" * (rows.MAX_LINE_BYTES + 1) + b"\n")
     assert main(_argv(ckpt, huge, tmp_path / "h.npy")) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"line 1 is longer than {files.MAX_LINE_BYTES} bytes" in err
+    assert len(err.splitlines()) == 1 and f"line 1 is longer than {rows.MAX_LINE_BYTES} bytes" in err

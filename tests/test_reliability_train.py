@@ -27,8 +27,8 @@ from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.teachers import minilm_path
 from llm2vec_gen.tiny import tiny_qwen3
 from llm2vec_gen.train import TrainConfig, Trainer
-from llm2vec_gen.train import checkpoint as ckpt_mod
-from llm2vec_gen.train.checkpoint import (
+from llm2vec_gen.train import state as ckpt_mod
+from llm2vec_gen.train.state import (
     MARKER,
     STATE_FILE,
     clean_stale,

@@ -26,15 +26,16 @@ import pytest
 import torch
 from cli_runs import finish, kill_when, spawn
 
-from llm2vec_gen.integrations import files, stream_encode
+from llm2vec_gen.io import embeddings, texts
+from llm2vec_gen.io.chunks import MANIFEST, ChunkStore, parts_dir
 
 RESPOND = importlib.import_module("llm2vec_gen.train.respond")  # the package re-exports the function
 GENERATE = RESPOND.generate_answers
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
 ROWS, LARGE, NOTES = 2000, 20000, 1200
 # The work whose memory the CLI runs measure (model loading excluded): respond's loop, and teach's
-# windows (stream_encode.encode_file drives them).
-MEASURED = ("llm2vec_gen.train.respond:respond", "llm2vec_gen.integrations.stream_encode:encode_file")
+# windows (llm2vec_gen.io.stream.encode_file drives them; teach imports it by name).
+MEASURED = ("llm2vec_gen.train.respond:respond", "llm2vec_gen.train.teach:encode_file")
 
 
 def _run(argv: list[str], log: Path) -> subprocess.Popen:
@@ -237,7 +238,7 @@ BAD_INPUTS = [
         b'{"id": "a", "query": "x"}\n{"id": "b", "query": "y"}\n{"id": "a", "query": "z"}\n',
         "line 3 repeats id 'a'",
     ),
-    (b'{"id": "a", "query": "x"}\n{"id": "b"}\n', "line 2 has no 'query' field"),
+    (b'{"id": "a", "query": "x"}\n{"id": "b"}\n', "line 2: no field 'query'"),
     (b'{"id": "a", "query": "x"}\n{"id": "b", "query": "  "}\n', "line 2 (id b) has an empty 'query'"),
     (b'{"id": "a", "query": "x"}\n{"id": "b", "query": "\xff"}\n', "line 2 is not valid UTF-8"),
     (
@@ -251,7 +252,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("content", "message"), BAD_INPUTS)
 def test_streamed_records_name_the_bad_line(tmp_path, content, message):
-    from llm2vec_gen.train.data import iter_records
+    from llm2vec_gen.io.records import iter_records
 
     src = tmp_path / "q.jsonl"
     src.write_bytes(content)
@@ -262,7 +263,7 @@ def test_streamed_records_name_the_bad_line(tmp_path, content, message):
 def test_streamed_records_csv_parquet_and_renamed_fields(tmp_path):
     import pandas as pd
 
-    from llm2vec_gen.train.data import iter_records, read_records
+    from llm2vec_gen.io.records import iter_records, read_records
 
     rows = [{"key": i, "q": f"query {i}", "other": i * 2} for i in range(5)]
     pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
@@ -274,7 +275,7 @@ def test_streamed_records_csv_parquet_and_renamed_fields(tmp_path):
         assert got[4] == {"id": "4", "query": "query 4"}
     with pytest.raises(ValueError, match="no field 'answer'"):
         list(iter_records(tmp_path / "q.parquet", ("id", "answer"), {"id": "key"}))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="none.jsonl: no such file"):
         iter_records(tmp_path / "none.jsonl")
 
 
@@ -308,17 +309,18 @@ def _teach_argv(base: Path, source: Path, out: Path, window: int = 100) -> list[
 
 
 def _chunks(store: Path) -> int:
-    return (_json(store / stream_encode.MANIFEST) or {}).get("chunks", 0)
+    return (_json(store / MANIFEST) or {}).get("chunks", 0)
 
 
-def _chunk_stamps(store: Path, manifest: dict) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of each committed chunk file, after checking it is whole."""
+def _chunk_stamps(out: Path, manifest: dict) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of each committed chunk file of ``out``'s store, after checking it is whole."""
     stamps = {}
+    chunk_file = ChunkStore(out).chunk_file
     for index in range(manifest["chunks"]):
-        ids = json.loads(stream_encode.chunk_file(store, index, "ids").read_text())
-        assert np.load(stream_encode.chunk_file(store, index, "emb")).shape == (len(ids), 16) == (100, 16)
+        ids = json.loads(chunk_file(index, "ids").read_text())
+        assert np.load(chunk_file(index, "emb")).shape == (len(ids), 16) == (100, 16)
         for kind in ("emb", "ids"):
-            stat = stream_encode.chunk_file(store, index, kind).stat()
+            stat = chunk_file(index, kind).stat()
             stamps[f"{index}.{kind}"] = (stat.st_ino, stat.st_mtime_ns)
     return stamps
 
@@ -335,16 +337,16 @@ def test_teach_sigkill_twice_then_resume_equals_uninterrupted_and_memory_is_flat
     assert ref_ids == [f"r{i}" for i in range(ROWS)] and ref_emb.shape == (ROWS, 16)
 
     out = tmp_path / "cache.safetensors"
-    store = stream_encode.parts_dir(out)
+    store = parts_dir(out)
     stamps: dict[str, tuple[int, int]] = {}
     committed = 0
     for attempt, more in enumerate([1, 3]):
         target = committed + more
         ready = lambda target=target: _chunks(store) >= target  # noqa: E731
         kill_when(_run(_teach_argv(base, small, out), tmp_path / f"kill{attempt}"), ready)
-        manifest = _json(store / stream_encode.MANIFEST)
+        manifest = _json(store / MANIFEST)
         assert not out.exists() and not manifest["done"] and manifest["chunks"] >= target
-        now = _chunk_stamps(store, manifest)
+        now = _chunk_stamps(out, manifest)
         assert all(now[name] == stamp for name, stamp in stamps.items()), "a committed window was redone"
         stamps, committed = now, manifest["chunks"]
     finish(_run(_teach_argv(base, small, out), tmp_path / "final"), tmp_path / "final")
@@ -391,7 +393,7 @@ def test_teach_crash_resumes_and_changed_input_starts_over(base, tmp_path, monke
     limit = 5  # windows of 5 answers are 2 batches: dies in window 2 (windows 0 and 1 committed)
     with pytest.raises(_Crash):
         teach_fn(src, out, window=5, **kw)
-    assert _json(stream_encode.parts_dir(out) / stream_encode.MANIFEST)["chunks"] == 2
+    assert _json(parts_dir(out) / MANIFEST)["chunks"] == 2
     calls.clear()
     limit = None
     teach_fn(src, out, window=5, **kw)
@@ -427,7 +429,7 @@ class _RankEncoder:
     def __init__(self, rank: int):
         self.rank = rank
 
-    def encode(self, texts, batch_size):
+    def encode(self, texts):
         return np.array([[len(t), ord(t[0]), self.rank] for t in texts], np.float32)
 
 
@@ -446,7 +448,7 @@ def _shard_worker(rank: int, world_size: int, port: int, src: str, out: str) -> 
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         n = encode_file_distributed(
-            _RankEncoder(rank), src, f"{out}/shards", f"{out}/two.npz", chunk_rows=4, batch_size=3
+            _RankEncoder(rank).encode, src, f"{out}/shards", f"{out}/two.npz", dim=3, chunk_rows=4
         )
         assert n == 23
     finally:
@@ -460,17 +462,17 @@ def test_streamed_shards_merge_in_input_order_like_one_process(tmp_path):
 
     src = tmp_path / "in.txt"  # no ids: every rank numbers its records from the file's first line
     src.write_text("".join(chr(ord("a") + i % 26) * (i + 1) + "\n" for i in range(23)))
-    assert [c for c in files.iter_texts(src, chunk_rows=4, start=9, stop=14)] == [
+    assert [c for c in texts.iter_texts(src, chunk_rows=4, start=9, stop=14)] == [
         (["9", "10", "11", "12"], ["j" * 10, "k" * 11, "l" * 12, "m" * 13]),
         (["13"], ["n" * 14]),
     ]
     mp.spawn(_shard_worker, args=(2, _free_port(), str(src), str(tmp_path)), nprocs=2, join=True)
     one = encode_file_distributed(
-        _RankEncoder(0), src, tmp_path / "s1", tmp_path / "one.npz", chunk_rows=4, batch_size=3
+        _RankEncoder(0).encode, src, tmp_path / "s1", tmp_path / "one.npz", dim=3, chunk_rows=4
     )
     assert one == 23
-    ids, two = files.read_embeddings(tmp_path / "two.npz")
-    ids1, single = files.read_embeddings(tmp_path / "one.npz")
+    ids, two = embeddings.read_embeddings(tmp_path / "two.npz")
+    ids1, single = embeddings.read_embeddings(tmp_path / "one.npz")
     assert ids == ids1 == [str(i) for i in range(23)]
     np.testing.assert_array_equal(two[:, :2], single[:, :2])
     np.testing.assert_array_equal(two[:, 0], np.arange(1, 24))  # input order
@@ -502,7 +504,7 @@ def _python_peak(fn) -> int:
 def test_python_memory_of_respond_and_teach_does_not_follow_the_file(tmp_path, monkeypatch):
     """The objects respond and teach hold for 20,000 lines stay near those for 2,000 (only the id set
     grows) and far below what reading the file into records costs: exact numbers, not RSS."""
-    from llm2vec_gen.train import data
+    from llm2vec_gen.io import records
 
     teach = importlib.import_module("llm2vec_gen.train.teach")
     monkeypatch.setattr(RESPOND, "generate_answers", lambda model, tok, queries, *a: ["ok"] * len(queries))
@@ -517,7 +519,7 @@ def test_python_memory_of_respond_and_teach_does_not_follow_the_file(tmp_path, m
         peaks["teach", rows] = _python_peak(lambda: teach.teach(answers, cache, **kw))  # noqa: B023
         assert teach.load_teacher_cache(cache)[1].shape == (rows, 8)
     fields, names = ("id", "query"), {"id": "id", "query": "query"}
-    whole = _python_peak(lambda: data.read_records(src, fields, names))  # what streaming avoids
+    whole = _python_peak(lambda: records.read_records(src, fields, names))  # what streaming avoids
     print({k: f"{v / 2**20:.1f} MiB" for k, v in peaks.items()}, f"whole file {whole / 2**20:.1f} MiB")
     for what in ("respond", "teach"):
         small, large = peaks[what, ROWS], peaks[what, LARGE]

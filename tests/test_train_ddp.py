@@ -11,11 +11,12 @@ import torch
 from safetensors.torch import save_file
 from test_train_loop import bert_tokenizer
 
+from llm2vec_gen.io.records import read_records
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import tiny_qwen3
 from llm2vec_gen.train import TrainConfig, Trainer
-from llm2vec_gen.train.checkpoint import load_state
-from llm2vec_gen.train.data import DEMO_CORPUS, read_records
+from llm2vec_gen.train.data import DEMO_CORPUS
+from llm2vec_gen.train.state import load_state
 
 
 def _free_port() -> int:

@@ -12,12 +12,13 @@ import torch
 from transformers import AutoTokenizer
 
 from llm2vec_gen.demo import pretrain_lm
+from llm2vec_gen.io.records import read_records
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.teachers import minilm_path
 from llm2vec_gen.tiny import tiny_qwen3
 from llm2vec_gen.train import TrainConfig, Trainer, teach
-from llm2vec_gen.train.checkpoint import MARKER, last_checkpoint, load_state
-from llm2vec_gen.train.data import DEMO_CORPUS, collate, read_records
+from llm2vec_gen.train.data import DEMO_CORPUS, collate
+from llm2vec_gen.train.state import MARKER, last_checkpoint, load_state
 from llm2vec_gen.train.teach import load_teacher_cache
 
 K = 4

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llm2vec_gen.io.records import read_records
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import qwen_tokenizer, tiny_llama, tiny_qwen3
-from llm2vec_gen.train.data import DEMO_CORPUS, collate, read_records, tokenize_records
+from llm2vec_gen.train.data import DEMO_CORPUS, collate, tokenize_records
 from llm2vec_gen.train.step import assemble_decoder_inputs, step_loss
 
 K, TEACHER_DIM = 10, 24

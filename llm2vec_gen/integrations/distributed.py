@@ -4,7 +4,7 @@ Every rank encodes only its contiguous shard ``[N*r//W, N*(r+1)//W)`` of the N r
 ``shard-<r>-of-<W>.npy`` into a shard directory; after a barrier rank 0 reads the shards in rank
 order, so rows come back in input order, and writes the merged file. ``encode_file_distributed``
 (the CLI's path) streams a texts file: each rank counts the records in one streaming pass, then
-reads its own range chunk by chunk through ``stream_encode.encode_file``, and rank 0 merges the
+reads its own range chunk by chunk through ``llm2vec_gen.io.stream.encode_file``, and rank 0 merges the
 shards slice by slice, so no rank holds the corpus. ``encode_distributed`` takes a list of texts.
 Shards go through the filesystem, so across hosts the shard directory must be on a filesystem
 every host sees (NFS, Lustre, a mounted bucket).
@@ -12,7 +12,7 @@ every host sees (NFS, Lustre, a mounted bucket).
     torchrun --nproc-per-node 8 -m llm2vec_gen.cli encode CKPT corpus.jsonl emb.npy   # one host
     torchrun --nnodes 4 --node-rank $NODE --nproc-per-node 8 \\
         --rdzv-backend c10d --rdzv-endpoint $HOST0:29500 \\
-        -m llm2vec_gen.cli encode CKPT corpus.jsonl /shared/emb.npy              # four hosts
+        -m llm2vec_gen.cli encode CKPT corpus.jsonl /mnt/nfs/emb.npy             # four hosts
 
 The process group uses nccl when CUDA is available (each rank on ``cuda:LOCAL_RANK``), else gloo.
 """
@@ -31,7 +31,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from llm2vec_gen._atomic import atomic_write
+from llm2vec_gen.io import embeddings
+from llm2vec_gen.io.atomic import atomic_write_file
+from llm2vec_gen.io.stream import Encode, encode_file
+from llm2vec_gen.io.texts import iter_texts
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,14 @@ def setup(backend: str | None = None, timeout: timedelta = timedelta(hours=2)) -
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
+def teardown() -> None:
+    """Leaves the process group ``setup`` joined (nothing without one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _shard_path(shard_dir: Path, rank: int, world_size: int) -> Path:
     return shard_dir / f"shard-{rank:05d}-of-{world_size:05d}.npy"
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path
-            np.save(f, array)
-
-    atomic_write(path, write)
 
 
 def _written_shards(shard_dir: Path, world_size: int) -> list[Path]:
@@ -122,7 +123,7 @@ def encode_distributed(
     Each rank calls ``model.encode(shard, convert_to_numpy=True, **encode_kwargs)`` on its
     contiguous shard and writes it under ``shard_dir``. Rank 0 returns the merged fp32 [N, D]
     embeddings in input order (and writes them with ``ids`` to ``output`` when given, see
-    ``llm2vec_gen.integrations.files``); the other ranks return None. Without an initialised
+    ``llm2vec_gen.io.embeddings``); the other ranks return None. Without an initialised
     process group this is a plain single-process encode. Shards are deleted after the merge
     unless ``keep_shards``.
     """
@@ -135,16 +136,16 @@ def encode_distributed(
     if end > start:
         out = model.encode(texts[start:end], convert_to_numpy=True, **encode_kwargs)
         shard = np.asarray(out, np.float32).reshape(end - start, -1)
-    _save_atomic(_shard_path(shard_dir, rank, world_size), shard)
+    atomic_write_file(_shard_path(shard_dir, rank, world_size), lambda f: np.save(f, shard))
     if world_size > 1:
         dist.barrier()
     merged = None
     if rank == 0:
         merged = merge_shards(shard_dir, world_size, len(texts))
         if output is not None:
-            from llm2vec_gen.integrations.files import write_embeddings
-
-            write_embeddings(output, ids if ids is not None else [str(i) for i in range(len(texts))], merged)
+            embeddings.write_embeddings(
+                output, ids if ids is not None else [str(i) for i in range(len(texts))], merged
+            )
         if not keep_shards:
             for r in range(world_size):
                 _shard_path(shard_dir, r, world_size).unlink(missing_ok=True)
@@ -156,46 +157,45 @@ def encode_distributed(
 
 
 def encode_file_distributed(
-    model: Any,
+    encode: Encode,
     input_path: str | Path,
     shard_dir: str | Path,
     output: str | Path,
     *,
+    dim: int,
     text_field: str = "text",
     id_field: str = "id",
     chunk_rows: int = 4096,
     bad_bytes: str = "error",
     keep_shards: bool = False,
     progress: bool = False,
-    **encode_kwargs: Any,
+    settings: dict | None = None,
 ) -> int:
-    """Encodes a texts file (see ``files``) across the ranks of the process group into ``output``.
+    """Encodes a texts file (see ``llm2vec_gen.io.texts``) across the ranks of the process group.
 
-    Each rank streams its contiguous range of records, ``chunk_rows`` at a time, into
-    ``shard-<r>-of-<W>.npy`` (fp32 [n_r, D]) with an ids sidecar; rank 0 merges them in input
-    order, ``chunk_rows`` rows in memory at a time. ``model`` needs ``embedding_dim`` and
-    ``encode(texts, **encode_kwargs)``. Returns the number of records (every rank); without a
-    process group this is a single-process streamed encode.
+    Each rank streams its contiguous range of records, ``chunk_rows`` at a time, through
+    ``encode(texts) -> [n, dim]`` into ``shard-<r>-of-<W>.npy`` (fp32 [n_r, dim]) with an ids
+    sidecar; rank 0 merges them in input order into ``output``, ``chunk_rows`` rows in memory at a
+    time. ``settings``: what else shapes the result, recorded in each shard's manifest. Returns the
+    number of records (every rank); without a process group this is a single-process streamed encode.
     """
-    from llm2vec_gen.integrations import files, stream_encode
-
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     read = {"text_field": text_field, "id_field": id_field, "bad_bytes": bad_bytes}
-    n = sum(len(ids) for ids, _ in files.iter_texts(input_path, chunk_rows=chunk_rows, **read))
+    n = sum(len(ids) for ids, _ in iter_texts(input_path, chunk_rows=chunk_rows, **read))
     start, end = shard_bounds(n, rank, world_size)
     shard = _shard_path(shard_dir, rank, world_size)
-    stream_encode.encode_file(
-        model,
+    encode_file(
+        encode,
         input_path,
         shard,
+        dim=dim,
         chunk_rows=chunk_rows,
-        chunks=files.iter_texts(input_path, chunk_rows=chunk_rows, start=start, stop=end, **read),
-        settings={"shard": [start, end]},
+        chunks=iter_texts(input_path, chunk_rows=chunk_rows, start=start, stop=end, **read),
+        settings={**(settings or {}), "shard": [start, end]},
         progress=progress and rank == 0,
         **read,
-        **encode_kwargs,
     )
     if world_size > 1:
         dist.barrier()
@@ -204,15 +204,15 @@ def encode_file_distributed(
 
         def parts() -> Iterator[tuple[list[str], np.ndarray]]:
             for path in shards:
-                ids, emb = files.read_embeddings(path, mmap=True)
+                ids, emb = embeddings.read_embeddings(path, mmap=True)
                 for lo in range(0, len(ids), chunk_rows):
                     yield ids[lo : lo + chunk_rows], emb[lo : lo + chunk_rows]
 
-        files.write_embeddings_stream(output, parts, n, int(model.embedding_dim))
+        embeddings.write_embeddings_stream(output, parts, n, dim)
         if not keep_shards:
             for path in shards:
                 path.unlink(missing_ok=True)
-                files.ids_sidecar(path).unlink(missing_ok=True)
+                embeddings.ids_sidecar(path).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # left in place if it holds anything else
                 shard_dir.rmdir()
     if world_size > 1:

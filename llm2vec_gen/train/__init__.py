@@ -5,7 +5,8 @@ teach    the teacher's embeddings of the answers, computed once and cached by id
 train    the K special rows and both heads of the frozen LLM (``Trainer`` / ``train``)
 """
 
-from llm2vec_gen.train.data import DEMO_CORPUS, read_records
+from llm2vec_gen.io.records import read_records
+from llm2vec_gen.train.data import DEMO_CORPUS
 from llm2vec_gen.train.respond import respond
 from llm2vec_gen.train.teach import load_teacher_cache, teach
 from llm2vec_gen.train.trainer import TrainConfig, Trainer, train

@@ -1,4 +1,4 @@
-"""Training data: records from JSONL / CSV / parquet, tokenisation, length-grouped batches.
+"""Training data: tokenisation and length-grouped batches of the records ``llm2vec_gen.io.records`` reads.
 
 A record is ``{"id": str, "query": str, "answer": str}`` (field names configurable). Tokenisation
 follows the reference collator:
@@ -14,143 +14,16 @@ loss: the decoder input is rebuilt without left pads (see ``step.assemble_decode
 
 from __future__ import annotations
 
-import csv
-import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
-from llm2vec_gen.integrations import files
-
 REFERENCE_ANSWER_SUFFIX = "<|end_of_text|>"
-T = TypeVar("T")
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "data" / "demo_corpus.jsonl"
 """150 English query/answer pairs bundled for demos and tests (fields id, query, answer)."""
-
-
-def read_table(path: str | Path) -> list[dict]:
-    """Rows of a ``.jsonl`` / ``.json`` (list) / ``.csv`` / ``.parquet`` file, as dicts."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-        return rows
-    if suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: a .json data file must hold a list of objects")
-        return rows
-    if suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    if suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict("records")
-    raise ValueError(f"{path}: unknown data format {suffix!r} (use .jsonl, .json, .csv or .parquet)")
-
-
-def read_records(
-    path: str | Path,
-    fields: Sequence[str] = ("id", "query", "answer"),
-    names: dict[str, str] | None = None,
-) -> list[dict]:
-    """Rows of ``path`` with the given logical ``fields`` (``names`` maps a field to its column).
-
-    Ids become strings; every field must be present and non-empty in every row, ids unique, else
-    ValueError naming the row.
-    """
-    return check_records(read_table(path), fields, names, str(path))
-
-
-def check_records(
-    rows: Sequence[dict],
-    fields: Sequence[str] = ("id", "query", "answer"),
-    names: dict[str, str] | None = None,
-    path: str = "data",
-) -> list[dict]:
-    """``read_records`` on rows already in memory."""
-    return list(_checked(((f"row {n}", row) for n, row in enumerate(rows, 1)), fields, names, path))
-
-
-def iter_records(
-    path: str | Path,
-    fields: Sequence[str] = ("id", "query", "answer"),
-    names: dict[str, str] | None = None,
-) -> Iterator[dict]:
-    """The records of ``read_records``, streamed: one row in memory, plus the set of ids seen so far
-    (to refuse a repeated id: about 100 bytes per id, 100 MB for a million rows).
-
-    .jsonl/.ndjson/.csv/.parquet are streamed through ``integrations.files.iter_rows`` (bytes that
-    are not UTF-8 and lines over 16 MiB raise ``InputError`` naming the line); a .json list is read
-    whole. Errors (ValueError) name the line (parquet: the row); FileNotFoundError is raised at once.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    columns = [(names or {}).get(f, f) for f in fields]
-    if suffix == ".json":
-        rows = ((f"row {n}", row) for n, row in enumerate(read_table(path), 1))
-    elif suffix in (".jsonl", ".ndjson", ".csv", ".parquet"):
-        rows = files.iter_rows(path, ".jsonl" if suffix == ".ndjson" else suffix, columns)
-    else:
-        raise ValueError(f"{path}: unknown data format {suffix!r} (use .jsonl, .json, .csv or .parquet)")
-    return _checked(rows, fields, names, str(path))
-
-
-def _checked(
-    rows: Iterable[tuple[str, object]], fields: Sequence[str], names: dict[str, str] | None, path: str
-) -> Iterator[dict]:
-    """Each ``(where, row)`` as a record of ``fields`` (strings); ValueError naming ``where``."""
-    names = {f: (names or {}).get(f, f) for f in fields}
-    seen: set[str] = set()
-    empty = True
-    for where, row in rows:
-        empty = False
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: {where} is not an object")
-        rec = {}
-        for field, column in names.items():
-            value = row.get(column)
-            if value is None or (isinstance(value, float) and value != value):
-                raise ValueError(f"{path}: {where} has no {column!r} field (needed as {field})")
-            value = str(value)
-            if field != "id" and not value.strip():
-                raise ValueError(
-                    f"{path}: {where} (id {row.get(names.get('id', 'id'))}) has an empty {column!r}"
-                )
-            rec[field] = value
-        if "id" in rec:
-            if rec["id"] in seen:
-                raise ValueError(f"{path}: {where} repeats id {rec['id']!r}")
-            seen.add(rec["id"])
-        yield rec
-    if empty:
-        raise ValueError(f"{path}: no rows")
-
-
-def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last one shorter), read lazily from ``items``."""
-    if size < 1:
-        raise ValueError(f"window size must be >= 1, got {size}")
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 @dataclass

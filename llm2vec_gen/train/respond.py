@@ -1,6 +1,6 @@
 """Step 1 of training: the LLM's own answers to a file of queries, streamed and resumable.
 
-The input is streamed ``window`` records at a time (``data.iter_records``); inside a window the
+The input is streamed ``window`` records at a time (``io.records.iter_records``); inside a window the
 queries are sorted by length and generated in batches (left padding, transformers' ``generate``
 with its KV cache), through the tokenizer's chat template when it has one (Qwen3: thinking off).
 Each batch is appended to the output JSONL as ``{"id", "query", "answer"}`` rows in one write,
@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from llm2vec_gen._atomic import atomic_write
-from llm2vec_gen.integrations.stream_encode import input_identity
-from llm2vec_gen.train.data import iter_records, windows
+from llm2vec_gen.io.atomic import atomic_write_file
+from llm2vec_gen.io.chunks import input_identity
+from llm2vec_gen.io.records import iter_records, windows
 
 
 def prompt_text(tokenizer, query: str, chat_template: bool = True) -> str:
@@ -93,10 +93,8 @@ def _resume_state(output: Path, settings: dict) -> tuple[dict, set[str]]:
 
 
 def _save_state(output: Path, state: dict) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-
-    atomic_write(progress_path(output), write)
+    text = json.dumps(state, indent=1).encode("utf-8")
+    atomic_write_file(progress_path(output), lambda f: f.write(text))
 
 
 @torch.no_grad()
@@ -165,7 +163,7 @@ def respond(
     """
     output_path = Path(output_path)
     records = iter_records(input_path, ("id", "query"), {"id": id_field, "query": query_field})
-    settings = {**input_identity(Path(input_path)), "window": window}
+    settings = {**input_identity(input_path), "window": window}
     settings.update(query_field=query_field, id_field=id_field)
     state, done = _resume_state(output_path, settings)
     torch.manual_seed(seed)

@@ -5,8 +5,8 @@ replaced by one pass here. The cache is one safetensors file: tensor ``embedding
 metadata ``ids`` (a JSON list, row order), ``teacher``, ``pooling`` and ``source`` (the input's
 identity and the settings: a rerun on a finished cache returns at once).
 
-The answers are streamed ``window`` records at a time (``data.iter_records``) through
-``integrations.stream_encode.encode_file``: each window's embeddings are committed atomically to
+The answers are streamed ``window`` records at a time (``llm2vec_gen.io.records.iter_records``)
+through ``llm2vec_gen.io.stream.encode_file``: each window's embeddings are committed atomically to
 ``<output>.parts/`` with a manifest, a rerun after a kill skips the committed windows (when the
 input file and the settings are unchanged; otherwise it starts over), and the windows are merged
 into the cache (streamed; the header's id list is the only part that grows with the file).
@@ -29,8 +29,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
-from llm2vec_gen.integrations import stream_encode
-from llm2vec_gen.train.data import iter_records, windows
+from llm2vec_gen.io.chunks import input_identity
+from llm2vec_gen.io.records import iter_records, windows
+from llm2vec_gen.io.rows import InputError
+from llm2vec_gen.io.stream import encode_file
+
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2")
+"""Names of the bundled offline teacher, all-MiniLM-L6-v2."""
 
 
 class HFTeacher:
@@ -53,7 +58,7 @@ class HFTeacher:
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+            raise InputError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -116,28 +121,29 @@ def load_teacher(
 ):
     """``"minilm"`` | a sentence-transformers dir | a transformers model (needs ``pooling``; with
     ``adapters`` / ``bidirectional`` an LLM2Vec-style decoder, see ``HFTeacher``)."""
-    if name.lower() in ("minilm", "all-minilm-l6-v2"):
+    if name.lower() in MINILM_NAMES:
         from llm2vec_gen.teachers import minilm_path
 
         return STTeacher(str(minilm_path()), max_length, device)
     if pooling is None and (Path(name) / "modules.json").is_file():
         return STTeacher(name, max_length, device)
     if pooling is None:
-        raise ValueError(
+        raise InputError(
             f"teacher {name!r} is not a sentence-transformers model: give pooling='mean' or 'cls'"
         )
     return HFTeacher(name, pooling, max_length, device, adapters, bidirectional)
 
 
 class _Windowed:
-    """A teacher as ``stream_encode.encode_file`` drives it: one window of answers, stripped and
-    sorted by length into batches of ``batch_size``; fp32 [n, D] in the window's order."""
+    """A teacher as ``encode_file`` drives it: one window of answers, stripped and sorted by length
+    into batches of ``batch_size``; fp32 [n, D] in the window's order."""
 
-    def __init__(self, teacher, progress: bool):
-        self.teacher, self.embedding_dim = teacher, teacher.embedding_dim
+    def __init__(self, teacher, batch_size: int, progress: bool):
+        self.teacher, self.embedding_dim, self.batch_size = teacher, teacher.embedding_dim, batch_size
         self.bar = tqdm(desc="teach", unit="answer", disable=not progress)
 
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        batch_size = self.batch_size
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.empty(len(texts), self.embedding_dim)
         for start in range(0, len(order), batch_size):
@@ -173,33 +179,34 @@ def teach(
     """
     output_path = Path(output_path)
     if output_path.suffix.lower() != ".safetensors":
-        raise ValueError(f"teacher cache {output_path}: use a .safetensors file")
+        raise InputError(f"teacher cache {output_path}: use a .safetensors file")
     names = {"id": id_field, "answer": answer_field}
     settings = {"teacher": teacher, "pooling": pooling, "max_length": max_length}
     settings.update(adapters=[str(a) for a in adapters], bidirectional=bidirectional)
     source = None  # a missing input is reported by the record reader below
     if Path(input_path).is_file():
-        identity = stream_encode.input_identity(Path(input_path))
+        identity = input_identity(input_path)
         source = json.dumps({**identity, **names, **settings}, sort_keys=True)
     if resume and source is not None and _cache_source(output_path) == source:
         return output_path  # finished before for this very input and teacher: nothing to redo
     records = iter_records(input_path, ("id", "answer"), names)
-    model = _Windowed(load_teacher(teacher, pooling, max_length, device, adapters, bidirectional), progress)
+    loaded = load_teacher(teacher, pooling, max_length, device, adapters, bidirectional)
+    model = _Windowed(loaded, batch_size, progress)
     chunks = (([r["id"] for r in w], [r["answer"] for r in w]) for w in windows(records, window))
     try:
-        stream_encode.encode_file(
-            model,
+        encode_file(
+            model.encode,
             input_path,
             output_path,
+            dim=model.embedding_dim,
             text_field=answer_field,
             id_field=id_field,
             chunk_rows=window,
             resume=resume,
-            settings=settings,
+            settings={**settings, "batch_size": batch_size},
             chunks=chunks,
             metadata={"teacher": teacher, "pooling": str(pooling), "source": str(source)},
             restart_on_change=True,
-            batch_size=batch_size,
         )
     finally:
         model.bar.close()

@@ -1,6 +1,6 @@
 """The training loop: (query, answer, teacher embedding) examples -> a released-format checkpoint.
 
-Recipe defaults are the released models' (DESIGN.md §1): AdamW (weight decay 0), lr 3e-4, grad-norm
+Recipe defaults are the released models' (docs/design.md §1): AdamW (weight decay 0), lr 3e-4, grad-norm
 clip 1.0, linear schedule with 100 warm-up steps over ``total_steps`` (20k) stopped at ``max_steps``,
 global batch 32, max length 512, seed 42, MSE distillation, both loss weights 1.0. Only the K special
 rows (fp32) and the two heads train; the LLM is one frozen copy shared by encoder and decoder.
@@ -14,7 +14,7 @@ token and row counts, so the update is the same for any W and any micro-batch si
 A step whose loss or gradient norm is NaN/inf is skipped (no update; the data and schedule move on)
 and counted; ``max_bad_steps`` consecutive bad steps raise RuntimeError.
 
-At start, process 0 repairs the output directory after a killed save (``checkpoint.clean_stale``:
+At start, process 0 repairs the output directory after a killed save (``state.clean_stale``:
 leftover temporary directories are deleted). Resuming (``resume=True``, the default) then loads the
 newest complete checkpoint. One whose state is truncated or corrupted (``load_state`` raises
 ValueError) is skipped with a warning naming it and the next older one is used: training redoes the
@@ -28,63 +28,72 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import resource
 import time
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from llm2vec_gen.train.checkpoint import clean_stale, complete_checkpoints, load_state, save_checkpoint
+from llm2vec_gen.io.atomic import atomic_write_file
+from llm2vec_gen.io.records import check_records, read_records
 from llm2vec_gen.train.data import (
     REFERENCE_ANSWER_SUFFIX,
-    check_records,
     collate,
     global_batches,
-    read_records,
     split_batch,
     tokenize_records,
 )
+from llm2vec_gen.train.state import clean_stale, complete_checkpoints, load_state, save_checkpoint
 from llm2vec_gen.train.step import step_loss
 from llm2vec_gen.train.teach import align_teacher, load_teacher_cache
 
 LOG_FILE = "train_log.jsonl"
 
 
+def _option(default, help: str, **argparse):
+    """A TrainConfig field whose ``help`` (and extra argparse settings, e.g. ``choices``, ``min``) the
+    CLI turns into its ``llm2vec-gen train`` option."""
+    return field(default=default, metadata={"help": help, **argparse})
+
+
 @dataclass
 class TrainConfig:
-    """Hyper-parameters; ``batch_size`` is global (all processes, all micro-batches of a step)."""
+    """Hyper-parameters; ``batch_size`` is global (all processes, all micro-batches of a step).
 
-    output_dir: str = "llm2vec-gen-run"
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    total_steps: int = 20_000
-    max_steps: int | None = None
-    batch_size: int = 32
-    micro_batch_size: int | None = None
-    max_length: int = 512
-    distill: str = "mse"
-    recon_weight: float = 1.0
-    align_weight: float = 1.0
-    grad_clip: float = 1.0
-    seed: int = 42
-    save_every: int = 500
-    log_every: int = 1
-    gradient_checkpointing: bool = False
-    bf16: bool | None = None
-    max_bad_steps: int = 10
-    answer_suffix: str = REFERENCE_ANSWER_SUFFIX
-    mega_batches: int = 50
-    resume: bool = True
-    progress: bool = True
+    Every field is an option of ``llm2vec-gen train`` (``--lr``, ``--grad-clip``, ``--bf16/--no-bf16``,
+    ...), generated from the field's type, default and ``help``.
+    """
+
+    output_dir: str = _option("llm2vec-gen-run", "checkpoints (checkpoint-<step>/) and train_log.jsonl")
+    lr: float = _option(3e-4, "peak learning rate of AdamW")
+    weight_decay: float = _option(0.0, "AdamW weight decay")
+    warmup_steps: int = _option(100, "linear warm-up steps")
+    total_steps: int = _option(20_000, "length of the linear schedule", min=1)
+    max_steps: int | None = _option(None, "stop after this step (default: total_steps)", min=1)
+    batch_size: int = _option(32, "global batch: examples per optimizer step, all processes", min=1)
+    micro_batch_size: int | None = _option(None, "examples per forward pass of a process", min=1)
+    max_length: int = _option(512, "max tokens of a query (K special tokens included), of an answer", min=1)
+    distill: str = _option("mse", "distillation loss against the teacher", choices=("mse", "cosine"))
+    recon_weight: float = _option(1.0, "weight of the reconstruction cross-entropy")
+    align_weight: float = _option(1.0, "weight of the distillation loss")
+    grad_clip: float = _option(1.0, "max gradient norm (clipped every step)")
+    seed: int = _option(42, "seed of the initialisation and the data order")
+    save_every: int = _option(500, "save a checkpoint every this many steps (0: only the last)")
+    log_every: int = _option(1, "log every this many steps", min=1)
+    gradient_checkpointing: bool = _option(False, "recompute the LLM's activations in the backward")
+    bf16: bool | None = _option(None, "bf16 autocast (default: on CUDA only)")
+    max_bad_steps: int = _option(10, "fail after this many consecutive NaN/inf steps", min=1)
+    answer_suffix: str = _option(REFERENCE_ANSWER_SUFFIX, "text appended to every answer")
+    mega_batches: int = _option(50, "batches per length-sorted mega-batch", min=1)
+    resume: bool = _option(True, "continue from the newest complete checkpoint in output_dir")
+    progress: bool = _option(True, "show a progress bar")
 
     @property
     def stop_step(self) -> int:
@@ -119,12 +128,7 @@ def trim_log(path: str | Path, step: int) -> None:
                 break
             if rec_step <= step:
                 kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_file(path, lambda f: f.writelines(kept))
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from llm2vec_gen._atomic import fsync_dir
+from llm2vec_gen.io.atomic import fsync_dir
 
 STATE_FILE = "trainer_state.pt"
 MARKER = "complete"

@@ -1,10 +1,11 @@
-"""Crash-safe file writes shared by checkpoints, training state and embedding outputs."""
+"""Crash-safe file writes shared by checkpoints, training state, chunk stores and embedding outputs."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -33,3 +34,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def atomic_write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a binary file object committed onto ``path`` as ``atomic_write`` does (a file
+    object rather than a path: ``np.save`` would append ".npy" to a temporary name)."""
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write(path, to_file)
