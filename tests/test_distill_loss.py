@@ -186,3 +186,22 @@ def test_property_matches_reference(batch, k, dim, kind, log_scale, dtype):
         torch.testing.assert_close(loss.double(), ref, **tol)
         grad_tol = dict(tol, atol=tol["atol"] * max(1.0, _grad_scale(ref_student, kind)))
         torch.testing.assert_close(s.grad.double(), ref_student.grad, **grad_tol)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_small_tiles_take_every_loop(backend, monkeypatch, kind):
+    """Triton with [4, 16] tiles: a loop over K in steps of 4 and D = 100 split over 7 programs."""
+    if backend == "triton":
+        from llm2vec_gen.kernels import distill_loss as kernels
+
+        monkeypatch.setattr(kernels, "MAX_BLOCK_K", 4)
+        monkeypatch.setattr(kernels, "TILE_ELEMENTS", 64)
+    student, teacher = _inputs(5, 10, 100, torch.float32)
+    weight = torch.rand(5)
+    loss = distill_loss(student, teacher, kind, weight)
+    loss.backward()
+    ref_student = student.detach().double().requires_grad_()
+    ref = distill_loss_reference(ref_student, teacher.double(), kind, weight.double())
+    ref.backward()
+    assert_close(loss, ref, torch.float32)
+    assert_close(student.grad, ref_student.grad, torch.float32)

@@ -10,12 +10,13 @@
 Zero-norm vectors: norms are clamped to ``eps`` (default 1e-8), so a zero student or teacher gives a
 cosine of 0 (loss 1) and finite gradients, never NaN.
 
-The cpp and triton backends compute the loss and the student's gradient in ONE pass over the data
-(the forward computes the gradient; backward only scales it by the incoming gradient); accumulation
-is fp32 (fp64 for fp64 inputs). The gradient is the same for the K rows of a batch row, so they
-keep only [B, D] between forward and backward and return it expanded to [B, K, D] (a stride-0
-view). The cpp backend's autograd node is C++ (``_C.distill_loss_apply``: no Python in the
-backward), the triton backend's is ``_DistillLoss`` here.
+The cpp and triton backends compute the loss and the student's gradient in one forward (backward
+only scales it by the incoming gradient; the cpp backend in one pass over the data, the triton one
+in two launches over a (row, D-block) grid); accumulation is fp32 (fp64 for fp64 inputs, which never
+run Triton). The gradient is the same for the K rows of a batch row, so they keep only [B, D]
+between forward and backward and return it expanded to [B, K, D] (a stride-0 view). The cpp
+backend's autograd node is C++ (``_C.distill_loss_apply``: no Python in the backward), the triton
+backend's is ``_DistillLoss`` here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Literal
 import torch
 
 from llm2vec_gen._dispatch import backend_for, kernel
-from llm2vec_gen.ops._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from llm2vec_gen.ops._checks import FLOAT_DTYPES, check_same_device, check_tensor, scaled
 
 KINDS = ("cosine", "mse")
 DistillKind = Literal["cosine", "mse"]
@@ -69,9 +70,7 @@ class _DistillLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         (grad_rows,) = ctx.saved_tensors  # [B, D]
-        # A loss used as is (grad_loss == 1) needs no extra pass; the check is free on the CPU.
-        unit = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
-        grad = grad_rows if unit else grad_rows * grad_loss.to(grad_rows.dtype)
+        grad = scaled(grad_rows, grad_loss)
         if len(ctx.student_shape) == 3:
             grad = grad.unsqueeze(1).expand(ctx.student_shape)
         return grad, None, None, None, None, None
@@ -110,7 +109,7 @@ def distill_loss(
             raise ValueError(f"weight must have shape ({batch},), got {tuple(weight.shape)}")
         tensors["weight"] = weight
     device = check_same_device(**tensors)
-    backend = backend_for(device)
+    backend = backend_for(device, student.dtype)
     if backend == "torch":
         loss = distill_loss_reference(student, teacher, kind, weight, eps)
     elif backend == "cpp":

@@ -53,7 +53,7 @@ def encode_tail(
     if tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or bias.requires_grad)
-    backend = backend_for(device)
+    backend = backend_for(device, h.dtype)
     if backend == "torch" or needs_grad:
         return encode_tail_reference(h, weight, bias, normalize)
     return kernel("encode_tail", "forward", backend)(
