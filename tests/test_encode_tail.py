@@ -137,3 +137,15 @@ def test_property_matches_reference(backend, batch, k, hidden, dim, log_scale, d
     if normalize:
         scale = scale / norms.clamp_min(1e-30)
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5 * max(scale.max().item(), 1.0))
+
+
+def test_small_tiles_take_every_loop(backend, monkeypatch):
+    """Triton with [4, 16] pooling tiles: a loop over K = 10 in steps of 4, H = 50 over 4 programs."""
+    if backend == "triton":
+        from llm2vec_gen.kernels import encode_tail as kernels
+
+        monkeypatch.setattr(kernels, "MAX_BLOCK_K", 4)
+        monkeypatch.setattr(kernels, "TILE_ELEMENTS", 64)
+    h, weight, bias = torch.randn(3, 10, 50), torch.randn(7, 50), torch.randn(7)
+    expected = encode_tail_reference(h.double(), weight.double(), bias.double(), True)
+    assert_close(encode_tail(h, weight, bias, normalize=True), expected, torch.float32)
