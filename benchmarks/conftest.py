@@ -15,10 +15,13 @@ import re
 import sys
 from collections.abc import Callable
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+# Interpreter only without CUDA: on a GPU the benchmarks must time the compiled kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")
