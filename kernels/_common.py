@@ -36,3 +36,18 @@ def sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return HOPPER_SMS
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def compiled_kernels(fn) -> list:
+    """Every compiled variant of the ``@triton.jit`` function ``fn`` launched so far in this process
+    (Triton's own per-device cache), each with ``n_regs``, ``n_spills`` and ``metadata.shared``
+    (bytes) once launched. For resource checks on a GPU; empty under the interpreter."""
+    caches = getattr(fn, "device_caches", {})
+    return [k for cache in caches.values() for k in cache[0].values() if hasattr(k, "metadata")]
+
+
+def max_shared_memory(device: torch.device) -> int:
+    """Bytes of shared memory one block may use on ``device`` (227 KiB on Hopper), as Triton checks."""
+    from triton.runtime import driver
+
+    return driver.active.utils.get_device_properties(device.index or 0)["max_shared_mem"]

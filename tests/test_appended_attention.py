@@ -1,9 +1,11 @@
 import pytest
 import torch
+from conftest import on_cuda, requires_cuda
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_close, assert_within_lowp_error
 
+from llm2vec_gen import _dispatch
 from llm2vec_gen.ops import appended_attention, appended_attention_reference
 
 
@@ -54,27 +56,53 @@ def test_matches_reference_fp32(backend, batch, heads, hkv, klen, dim, length):
         assert_close(a, b, torch.float32)
 
 
+def _same_dtype_sdpa(q, k, v, k_cache, v_cache, mask, grad_out):
+    """The same attention carried out in the inputs' dtype (PyTorch SDPA, explicit mask, repeated
+    K/V): output and gradients, the low-precision side of the tolerance rule."""
+    batch, heads, klen, _ = q.shape
+    groups = heads // k.shape[1]
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    keys = torch.cat([k_cache, leaves[1]], 2).repeat_interleave(groups, 1)
+    values = torch.cat([v_cache, leaves[2]], 2).repeat_interleave(groups, 1)
+    causal = torch.ones(klen, klen, dtype=torch.bool, device=q.device).tril()
+    visible = torch.cat([mask[:, None, :].expand(-1, klen, -1), causal.expand(batch, -1, -1)], -1)
+    out = torch.nn.functional.scaled_dot_product_attention(leaves[0], keys, values, visible[:, None])
+    return (out, *torch.autograd.grad(out, leaves, grad_out))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(("batch", "heads", "hkv", "klen", "dim", "length"), SHAPES[:3])
-def test_bf16_within_rule(backend, batch, heads, hkv, klen, dim, length):
-    inputs = _inputs(batch, heads, hkv, klen, dim, length, torch.bfloat16)
-    grad_out = torch.randn(batch, heads, klen, dim).to(torch.bfloat16)
+def test_low_precision_within_rule(backend, batch, heads, hkv, klen, dim, length, dtype):
+    """bf16 / fp16 operands straight into the dots (fp16 runs that path in the interpreter too)."""
+    inputs = _inputs(batch, heads, hkv, klen, dim, length, dtype)
+    grad_out = torch.randn(batch, heads, klen, dim).to(dtype)
     got = _fwd_bwd(appended_attention, *inputs, grad_out)
     ref = _fp64_reference(*inputs, grad_out)
-    # The same attention carried out in bf16 (PyTorch SDPA, explicit mask, repeated K/V).
-    q, k, v, k_cache, v_cache, mask = inputs
-    groups = heads // hkv
-    lowp_leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-    keys = torch.cat([k_cache, lowp_leaves[1]], 2).repeat_interleave(groups, 1)
-    values = torch.cat([v_cache, lowp_leaves[2]], 2).repeat_interleave(groups, 1)
-    causal = torch.ones(klen, klen, dtype=torch.bool).tril()
-    visible = torch.cat([mask[:, None, :].expand(-1, klen, -1), causal.expand(batch, -1, -1)], -1)
-    lowp_out = torch.nn.functional.scaled_dot_product_attention(
-        lowp_leaves[0], keys, values, visible[:, None]
-    )
-    lowp = (lowp_out, *torch.autograd.grad(lowp_out, lowp_leaves, grad_out))
+    lowp = _same_dtype_sdpa(*inputs, grad_out)
     for a, b, c in zip(got, ref, lowp, strict=True):
-        assert a.dtype == torch.bfloat16
+        assert a.dtype == dtype
         assert_within_lowp_error(a, b, c, atol=1e-2)
+
+
+@pytest.mark.parametrize("tiles_per_split", [None, 1, 2])
+def test_backward_row_tiles_and_splits(monkeypatch, tiles_per_split):
+    """G*K = 160 rows (two 128-row tiles) over L = 150 (three 64-key tiles): every split count gives
+    the same gradients as the oracle (the partials are summed in a fixed order)."""
+    if not (_dispatch.triton_available() and _dispatch.triton_interpreting()):
+        pytest.skip("the Triton launcher on CPU tensors needs TRITON_INTERPRET=1 (no CUDA)")
+    from llm2vec_gen.kernels import appended_attention as kernels
+
+    monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
+    backward = kernels.appended_attention_backward
+    monkeypatch.setattr(
+        kernels, "appended_attention_backward", lambda *a: backward(*a, tiles_per_split=tiles_per_split)
+    )
+    inputs = _inputs(1, 16, 1, 10, 16, 150, torch.float32, pads=[7])
+    grad_out = torch.randn(1, 16, 10, 16)
+    for a, b in zip(
+        _fwd_bwd(appended_attention, *inputs, grad_out), _fp64_reference(*inputs, grad_out), strict=True
+    ):
+        assert_close(a, b, torch.float32)
 
 
 def test_left_padding_per_row_matches_unpadded(backend):
@@ -174,3 +202,50 @@ def _bad(**changes):
 def test_bad_input(backend, changes, error, match):
     with pytest.raises(error, match=match):
         appended_attention(**_bad(**changes))
+
+
+# Realistic shapes, compiled kernels (Qwen3-4B/8B: 32 heads, 8 KV heads, d=128; Qwen2.5-7B: G=7).
+CUDA_SHAPES = [(8, 32, 8, 10, 128, 512), (4, 28, 4, 10, 128, 300), (2, 32, 8, 10, 128, 2048)]
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("batch", "heads", "hkv", "klen", "dim", "length"), CUDA_SHAPES)
+def test_cuda_matches_reference(monkeypatch, batch, heads, hkv, klen, dim, length, dtype):
+    """Against the fp64 oracle within twice the error of the same attention in ``dtype`` (SDPA)."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
+    pads = [b * length // (2 * batch) for b in range(batch)]
+    inputs = on_cuda(*_inputs(batch, heads, hkv, klen, dim, length, dtype, pads))
+    grad_out = torch.randn(batch, heads, klen, dim, device="cuda").to(dtype)
+    got = _fwd_bwd(appended_attention, *inputs, grad_out)
+    ref = _fp64_reference(*inputs, grad_out)
+    lowp = _same_dtype_sdpa(*inputs, grad_out)
+    atol = 1e-5 if dtype == torch.float32 else 1e-2
+    for a, b, c in zip(got, ref, lowp, strict=True):
+        assert a.dtype == dtype and a.is_cuda
+        assert_within_lowp_error(a, b, c, atol=atol)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dim", [64, 80, 128, 256])
+def test_cuda_head_dims_fit_hopper(monkeypatch, dim, dtype):
+    """Each head dim compiles within the chip's shared memory, with no register spills in the
+    tensor-core (bf16) path; the kernels are read back from Triton's cache after the launches."""
+    from llm2vec_gen.kernels import _common
+    from llm2vec_gen.kernels import appended_attention as kernels
+
+    monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
+    fns = (kernels._appended_attention_forward_kernel, kernels._appended_attention_backward_kernel)
+    before = {id(k) for fn in fns for k in _common.compiled_kernels(fn)}
+    inputs = on_cuda(*_inputs(2, 32, 8, 10, dim, 300, dtype))
+    _fwd_bwd(appended_attention, *inputs, torch.randn(2, 32, 10, dim, device="cuda").to(dtype))
+    torch.cuda.synchronize()
+    new = [k for fn in fns for k in _common.compiled_kernels(fn) if id(k) not in before]
+    assert new, "no kernel was compiled for this head dim"
+    limit = _common.max_shared_memory(torch.device("cuda"))
+    for k in new:
+        assert k.metadata.shared <= limit, f"{k.name}: {k.metadata.shared} B shared > {limit}"
+        assert k.n_regs <= 255
+        if dtype == torch.bfloat16:
+            assert k.n_spills == 0, f"{k.name} d={dim}: {k.n_spills} spilled registers"
