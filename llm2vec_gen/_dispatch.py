@@ -17,16 +17,40 @@ Kernel naming is the same in both compiled backends: op ``encode_tail`` exposes
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import torch
 
 BACKENDS = ("torch", "cpp", "triton")
 ENV_VAR = "LLM2VEC_GEN_BACKEND"
+KERNELS = "llm2vec_gen.kernels"
+SOURCE_KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+"""Where a source checkout keeps the Triton kernels: ``kernels/`` beside ``llm2vec_gen/``."""
+
+
+class _SourceKernelsFinder(importlib.abc.MetaPathFinder):
+    """Serves ``llm2vec_gen.kernels`` from ``SOURCE_KERNELS`` when it is not installed: setup.py maps
+    ``kernels/`` to that name on install, a plain source checkout on ``sys.path`` has no such package.
+    Last on ``sys.meta_path``, so an installed package always wins."""
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name != KERNELS or not (SOURCE_KERNELS / "__init__.py").is_file():
+            return None
+        init = str(SOURCE_KERNELS / "__init__.py")
+        return importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(SOURCE_KERNELS)]
+        )
+
+
+if not any(isinstance(finder, _SourceKernelsFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_SourceKernelsFinder())
 
 
 @cache
@@ -97,11 +121,25 @@ def backend_for(device: torch.device, dtype: torch.dtype | None = None) -> str:
     return "torch" if chosen == "triton" and dtype == torch.float64 else chosen
 
 
+def triton_kernels(op: str):
+    """The module ``llm2vec_gen.kernels.<op>``; RuntimeError saying why when the package is missing."""
+    try:
+        return importlib.import_module(f"{KERNELS}.{op}")
+    except ModuleNotFoundError as exc:
+        if exc.name != KERNELS:
+            raise
+        raise RuntimeError(
+            f"{KERNELS} is not installed (setup.py installs kernels/ under that name: "
+            f"`pip install --no-build-isolation -e .`) and this is no source checkout with the kernels "
+            f"beside the package ({SOURCE_KERNELS / '__init__.py'} does not exist)"
+        ) from exc
+
+
 def kernel(op: str, name: str, backend: str) -> Callable:
     """The compiled function ``<op>_<name>`` of ``backend`` ("cpp" or "triton")."""
     attr = f"{op}_{name}"
     if backend == "cpp":
         return getattr(extension(), attr)
     if backend == "triton":
-        return getattr(importlib.import_module(f"llm2vec_gen.kernels.{op}"), attr)
+        return getattr(triton_kernels(op), attr)
     raise ValueError(f"backend {backend!r} has no compiled kernels")
