@@ -2,7 +2,7 @@ import os
 
 import pytest
 import torch
-from conftest import available_backends
+from conftest import available_backends, on_cuda, requires_cuda
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_close, assert_within_lowp_error
@@ -34,6 +34,19 @@ def test_matches_reference_fp32(backend, batch, k, dim, kind):
     assert_close(student.grad, ref_student.grad, torch.float32)
 
 
+def _same_dtype_loss(student, teacher, kind):
+    """The same PyTorch computation carried out entirely in the student's dtype: (loss, the student
+    copy holding its gradient), the low-precision side of the tolerance rule."""
+    lowp_student = student.detach().clone().requires_grad_()
+    pooled = lowp_student.mean(1) if lowp_student.dim() == 3 else lowp_student
+    if kind == "mse":
+        lowp = (pooled - teacher).pow(2).mean()
+    else:
+        lowp = (1 - (pooled * teacher).sum(-1) / (pooled.norm(dim=-1) * teacher.norm(dim=-1))).mean()
+    lowp.backward()
+    return lowp, lowp_student
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", ["cosine", "mse"])
 @pytest.mark.parametrize(("batch", "k", "dim"), [(7, 10, 1000), (131, None, 384), (1, 1, 1)])
@@ -45,15 +58,7 @@ def test_low_precision_within_rule(backend, batch, k, dim, kind, dtype):
     ref_student = student.detach().double().requires_grad_()
     ref = distill_loss_reference(ref_student, teacher.to(dtype).double(), kind)
     ref.backward()
-    # The same PyTorch computation, carried out entirely in the low precision.
-    lowp_student = student.detach().clone().requires_grad_()
-    pooled = lowp_student.mean(1) if lowp_student.dim() == 3 else lowp_student
-    t = teacher.to(dtype)
-    if kind == "mse":
-        lowp = (pooled - t).pow(2).mean()
-    else:
-        lowp = (1 - (pooled * t).sum(-1) / (pooled.norm(dim=-1) * t.norm(dim=-1))).mean()
-    lowp.backward()
+    lowp, lowp_student = _same_dtype_loss(student, teacher.to(dtype), kind)
     assert_within_lowp_error(loss, ref, lowp, atol=1e-4)
     assert_within_lowp_error(student.grad, ref_student.grad, lowp_student.grad, atol=1e-4)
 
@@ -205,3 +210,23 @@ def test_small_tiles_take_every_loop(backend, monkeypatch, kind):
     ref.backward()
     assert_close(loss, ref, torch.float32)
     assert_close(student.grad, ref_student.grad, torch.float32)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+@pytest.mark.parametrize(("batch", "dim"), [(8, 2560), (32, 4096), (4096, 384)])
+def test_cuda_matches_reference(monkeypatch, batch, dim, kind, dtype):
+    """Compiled Triton at realistic shapes (K = 10): loss and gradient against the fp64 oracle,
+    within twice the error of the same PyTorch computation in ``dtype``."""
+    monkeypatch.setenv(ENV_VAR, "triton")
+    student, teacher = on_cuda(*_inputs(batch, 10, dim, dtype))
+    loss = distill_loss(student, teacher, kind)
+    loss.backward()
+    ref_student = student.detach().double().requires_grad_()
+    ref = distill_loss_reference(ref_student, teacher.double(), kind)
+    ref.backward()
+    lowp, lowp_student = _same_dtype_loss(student, teacher.to(dtype), kind)
+    assert student.grad.dtype == dtype and student.grad.is_cuda
+    assert_within_lowp_error(loss, ref, lowp, atol=1e-6)
+    assert_within_lowp_error(student.grad, ref_student.grad, lowp_student.grad, atol=1e-6)
