@@ -1,349 +1,219 @@
-"""Read and write the released LLM2Vec-Gen checkpoint format (McGill-NLP llm2vec-gen 0.1.3).
+"""A whole LLM2Vec-Gen checkpoint (the released format, McGill-NLP llm2vec-gen 0.1.3): read with every
+consistency check (``read_checkpoint``, what ``LLM2VecGenModel.from_pretrained`` loads) and written
+(``write_checkpoint``, what ``save_pretrained`` writes). The files one by one: ``llm2vec_gen.format``.
 
-A checkpoint directory holds (see DESIGN.md section 3)::
+What loads (and what the reference loads but we refuse, with the reason):
 
-    tokenizer files             the K special tokens as additional special tokens, left padding
-    run_config.yml              plain ``key: value`` lines; model_name_or_path, torch_dtype, special_tokens
-    encoder_decoder_config.json {"encoding_mode": "last_10_tokens", "save_decoder": false}
-    encoder/adapter_config.json PEFT TrainableTokens config (token_indices = the K ids)
-    encoder/adapter_model.safetensors
-        base_model.model.embed_tokens.trainable_tokens_delta  [K, H] fp32 (REPLACES the base rows)
-        base_model.model.embed_tokens.base_layer.weight       [len(tokenizer), H] the resized table
-    encoder/config.json         the base LLM's config with vocab_size = len(tokenizer)
-    reconstruction_mlp          torch.save({"state_dict": {"projection.weight", "projection.bias"},
-    alignment_mlp                           "config": {input_dim, output_dim, dtype, size, pooling_mode}})
-
-Reading never loads the [len(tokenizer), H] table of the adapter (only the K rows). A file that
-cannot be parsed (truncated, corrupted) raises ValueError naming it; a head whose pickle holds
-anything but tensors and plain data is refused by ``weights_only`` (UnpicklingError naming the file,
-nothing is executed). Every file is written atomically: to a temporary file in the same directory,
-fsync'ed, then renamed into place.
+- run_config.yml in the directory, or one directory up (a training output ``<run>/checkpoint-N``);
+- a TRAINABLE_TOKENS encoder (K special rows; the encoder is the frozen base LLM): yes;
+- heads saved by the reference's ``ProjectionModel`` with size 1 and pooling_mode "linear" (every
+  released model): yes; other sizes/pooling modes: ValueError naming them;
+- ``save_decoder: true`` (a separately fine-tuned decoder) and a LoRA encoder: ValueError naming them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pickle
-import re
-import shutil
-import tempfile
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from llm2vec_gen.io.atomic import atomic_write, fsync_dir
+from llm2vec_gen.format import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    ALIGN_HEAD,
+    BASE_TABLE_KEY,
+    DELTA_KEY,
+    ENCODER_CONFIG,
+    ENCODER_DECODER_CONFIG,
+    RECON_HEAD,
+    REQUIRED_FILES,
+    RUN_CONFIG,
+    encoding_tokens,
+    read_delta,
+    read_encoder_decoder_config,
+    read_head,
+    read_run_config,
+    read_token_indices,
+    write_adapter,
+    write_head,
+    write_json,
+    write_run_config,
+    write_tokenizer,
+)
 
-RUN_CONFIG = "run_config.yml"
-ENCODER_DECODER_CONFIG = "encoder_decoder_config.json"
-ENCODER_DIR = "encoder"
-ADAPTER_CONFIG = f"{ENCODER_DIR}/adapter_config.json"
-ADAPTER_WEIGHTS = f"{ENCODER_DIR}/adapter_model.safetensors"
-ENCODER_CONFIG = f"{ENCODER_DIR}/config.json"
-RECON_HEAD = "reconstruction_mlp"
-ALIGN_HEAD = "alignment_mlp"
-TOKENIZER_FILES = ("tokenizer_config.json",)
-REQUIRED_FILES = (RUN_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECON_HEAD, ALIGN_HEAD, *TOKENIZER_FILES)
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "ALIGN_HEAD",
+    "BASE_TABLE_KEY",
+    "DELTA_KEY",
+    "ENCODER_CONFIG",
+    "ENCODER_DECODER_CONFIG",
+    "RECON_HEAD",
+    "RUN_CONFIG",
+    "Checkpoint",
+    "check_files",
+    "extra_special_tokens",
+    "find_run_config",
+    "read_checkpoint",
+    "read_run_config",
+    "write_checkpoint",
+]
 
-DELTA_KEY = "base_model.model.embed_tokens.trainable_tokens_delta"
-BASE_TABLE_KEY = "base_model.model.embed_tokens.base_layer.weight"
-DEFAULT_ENCODING_MODE = "last_10_tokens"
+
+def find_run_config(path: str | os.PathLike) -> Path | None:
+    """``path``/run_config.yml, else the one a directory up (a training output ``<run>/checkpoint-N``:
+    the reference looks for ``outputs/<run>/run_config.yml``), else None."""
+    for where in (Path(path), Path(path).parent):
+        if (where / RUN_CONFIG).is_file():
+            return where / RUN_CONFIG
+    return None
 
 
 def check_files(path: str | os.PathLike) -> None:
-    """Raise FileNotFoundError naming every file of the format missing under ``path``."""
+    """Raise FileNotFoundError naming every file of the format missing under ``path`` (run_config.yml
+    may sit one directory up)."""
     missing = [name for name in REQUIRED_FILES if not (Path(path) / name).is_file()]
+    if find_run_config(path) is None:
+        missing.insert(0, f"{RUN_CONFIG} (here or one directory up)")
     if missing:
         raise FileNotFoundError(
             f"{path} is not a complete LLM2Vec-Gen checkpoint: missing {', '.join(missing)}"
         )
 
 
-# ------------------------------------------------------------------------------------------- reading
+def extra_special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The tokenizer's additional special tokens (transformers 5: extra_special_tokens; 4: additional_)."""
+    for attr in ("extra_special_tokens", "additional_special_tokens"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, (list, tuple)) and value:
+            return [str(t) for t in value]
+    return []
 
-# What reading a damaged file raises: torch.load (RuntimeError from its zip reader, OSError, EOFError,
-# ValueError), safetensors, json and text decoding (JSONDecodeError, UnicodeDecodeError: ValueErrors).
-_PARSE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, SafetensorError)
 
-
-@contextlib.contextmanager
-def _parsing(path: str | os.PathLike) -> Iterator[None]:
-    """Re-raise a failure to parse ``path`` as ValueError naming it. A missing or unreadable file keeps
-    its OSError; a pickle refused by ``weights_only`` stays UnpicklingError, now naming the file."""
+def _load_tokenizer(root: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer; a tokenizer file that does not parse raises ValueError naming root."""
     try:
-        yield
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except pickle.UnpicklingError as exc:
-        raise pickle.UnpicklingError(f"{path}: {exc}") from exc
-    except _PARSE_ERRORS as exc:
-        raise ValueError(f"{path}: truncated or corrupted ({type(exc).__name__}: {exc})") from exc
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON file holding one object; ValueError naming the file if it does not parse or is not one."""
-    with _parsing(path):
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-# ---------------------------------------------------------------------------------------- atomic I/O
-
-
-def _write_text(path: str | os.PathLike, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-# ------------------------------------------------------------------------------------------ run config
-
-
-class _TolerantLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``!!python/...`` tags (written by the reference's arguments) as plain data."""
-
-
-def _plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_mapping(node, deep=True)
-
-
-_TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/", _plain)
-
-
-def read_run_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse run_config.yml. The reference appends ``f"{key}: {value}"`` lines; values that are not
-    valid YAML (a repr such as ``<Enum.X: 'x'>``) are kept as raw strings, line by line."""
-    with _parsing(path):
-        text = Path(path).read_text(encoding="utf-8")
-    try:
-        config = yaml.load(text, Loader=_TolerantLoader)
-    except yaml.YAMLError:
-        config = {}
-        for line in text.splitlines():
-            match = re.match(r"^([^\s:#][^:]*):\s?(.*)$", line)
-            if not match:
-                continue
-            key, raw = match.group(1).strip(), match.group(2)
-            try:
-                config[key] = yaml.load(raw, Loader=_TolerantLoader) if raw.strip() else None
-            except yaml.YAMLError:
-                config[key] = raw
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected `key: value` lines, got {type(config).__name__}")
-    return config
-
-
-def _yaml_value(value: Any) -> str:
-    dumped = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True)
-    return dumped.strip().removesuffix("...").strip()
-
-
-def write_run_config(path: str | os.PathLike, config: dict[str, Any]) -> None:
-    """Write ``key: value`` lines (flow-style YAML values), readable by the reference and yaml."""
-    _write_text(path, "".join(f"{key}: {_yaml_value(value)}\n" for key, value in config.items()))
-
-
-def dtype_from_string(name: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bfloat16"`` / ``"torch.bfloat16"`` / a dtype -> torch.dtype (None and "auto" -> None)."""
-    if name is None or isinstance(name, torch.dtype):
-        return name
-    name = str(name).removeprefix("torch.")
-    if name == "auto":
-        return None
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown torch dtype {name!r}")
-    return dtype
-
-
-def read_encoder_decoder_config(path: str | os.PathLike) -> dict[str, Any]:
-    """encoder_decoder_config.json, with the reference's defaults when the file is absent."""
-    config = {"encoding_mode": DEFAULT_ENCODING_MODE, "save_decoder": False}
-    file = Path(path) / ENCODER_DECODER_CONFIG
-    if file.is_file():
-        config.update(read_json(file))
-    return config
-
-
-def encoding_tokens(encoding_mode: str, num_special_tokens: int) -> int:
-    """N of ``last_N_tokens`` (the only mode of the released models); N <= K."""
-    match = re.fullmatch(r"last_(\d+)_tokens", encoding_mode)
-    if not match:
-        raise ValueError(f"unsupported encoding_mode {encoding_mode!r}: only 'last_<N>_tokens' exists")
-    n = int(match.group(1))
-    if not 1 <= n <= num_special_tokens:
-        raise ValueError(f"encoding_mode {encoding_mode!r} needs 1 <= N <= K = {num_special_tokens}")
-    return n
-
-
-# ----------------------------------------------------------------------------------------- adapter
-
-
-def read_token_indices(path: str | os.PathLike) -> list[int]:
-    """token_indices (the K special ids) of ``path``/encoder/adapter_config.json."""
-    config = read_json(Path(path) / ADAPTER_CONFIG)
-    if config.get("peft_type") != "TRAINABLE_TOKENS":
+        return AutoTokenizer.from_pretrained(root, trust_remote_code=trust_remote_code)
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise ValueError(
-            f"{ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r} is not supported "
-            "(LLM2Vec-Gen encoders are TRAINABLE_TOKENS adapters)"
-        )
-    indices = config.get("token_indices")
-    if not isinstance(indices, list) or not indices:
-        raise ValueError(f"{ADAPTER_CONFIG}: token_indices must be a non-empty list, got {indices!r}")
-    return [int(i) for i in indices]
-
-
-def read_delta(path: str | os.PathLike, k: int) -> torch.Tensor:
-    """trainable_tokens_delta [K, H] fp32 of ``path``/encoder; the [V', H] table is never read."""
-    file = Path(path) / ADAPTER_WEIGHTS
-    with _parsing(file), safe_open(file, framework="pt") as f:
-        keys = [key for key in f.keys() if key.endswith("trainable_tokens_delta")]  # noqa: SIM118
-        delta = f.get_tensor(keys[0]).float() if len(keys) == 1 else None
-    if delta is None:
-        raise ValueError(f"{ADAPTER_WEIGHTS}: expected one trainable_tokens_delta tensor, found {keys}")
-    if delta.dim() != 2 or delta.shape[0] != k:
-        raise ValueError(
-            f"{ADAPTER_WEIGHTS}: trainable_tokens_delta has shape {tuple(delta.shape)}, expected "
-            f"[{k}, H] for the {k} token_indices"
-        )
-    return delta
-
-
-def write_adapter(
-    path: str | os.PathLike,
-    token_indices: list[int],
-    delta: torch.Tensor,
-    base_table: torch.Tensor,
-    encoder_config: dict[str, Any],
-    base_model_name_or_path: str | None,
-) -> None:
-    """Write encoder/{adapter_config.json, adapter_model.safetensors, config.json} as PEFT does.
-
-    delta [K, H] and base_table [len(tokenizer), H] are stored fp32; ``encoder_config`` is the base
-    LLM's config dict (its vocab_size should be len(tokenizer)).
-    """
-    import peft
-
-    root = Path(path)
-    write_json(
-        root / ADAPTER_CONFIG,
-        {
-            "auto_mapping": None,
-            "base_model_name_or_path": base_model_name_or_path,
-            "inference_mode": True,
-            "init_weights": True,
-            "peft_type": "TRAINABLE_TOKENS",
-            "peft_version": peft.__version__,
-            "revision": None,
-            "target_modules": ["embed_tokens"],
-            "task_type": None,
-            "token_indices": [int(i) for i in token_indices],
-        },
-    )
-    tensors = {
-        BASE_TABLE_KEY: base_table.detach().float().cpu().contiguous(),
-        DELTA_KEY: delta.detach().float().cpu().contiguous(),
-    }
-    atomic_write(root / ADAPTER_WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    write_json(root / ENCODER_CONFIG, encoder_config)
-
-
-# ------------------------------------------------------------------------------------------- heads
-
-
-def read_head(path: str | os.PathLike) -> nn.Linear:
-    """Load a reconstruction_mlp / alignment_mlp file (weights_only) as an fp32 nn.Linear."""
-    with _parsing(path):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    name = Path(path).name
-    try:
-        config, state = saved["config"], saved["state_dict"]
-        weight, bias = state["projection.weight"], state["projection.bias"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{name}: expected {{'state_dict': {{'projection.weight', 'projection.bias'}}, 'config': ...}}"
+            f"{root}: the tokenizer files are truncated or corrupted ({type(exc).__name__}: {exc})"
         ) from exc
-    if config.get("size", 1) != 1 or config.get("pooling_mode", "linear") != "linear":
-        raise ValueError(
-            f"{name}: only size 1 and pooling_mode 'linear' heads exist in released checkpoints, got "
-            f"size {config.get('size')} and pooling_mode {config.get('pooling_mode')!r}"
-        )
-    out_dim, in_dim = weight.shape
-    if (config.get("input_dim", in_dim), config.get("output_dim", out_dim)) != (in_dim, out_dim):
-        raise ValueError(f"{name}: config dims disagree with projection.weight {tuple(weight.shape)}")
-    head = nn.Linear(in_dim, out_dim)
-    with torch.no_grad():
-        head.weight.copy_(weight.float())
-        head.bias.copy_(bias.float())
-    return head
 
 
-def write_head(path: str | os.PathLike, head: nn.Linear, dtype: torch.dtype | None = None) -> None:
-    """torch.save a head in the reference's dict layout, its tensors in ``dtype`` (default: its own)."""
-    dtype = dtype or head.weight.dtype
-    payload = {
-        "state_dict": {
-            "projection.weight": head.weight.detach().to("cpu", dtype).clone(),
-            "projection.bias": head.bias.detach().to("cpu", dtype).clone(),
-        },
-        "config": {
-            "input_dim": head.in_features,
-            "output_dim": head.out_features,
-            "dtype": str(dtype),
-            "size": 1,
-            "pooling_mode": "linear",
-        },
-    }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+@dataclass
+class Checkpoint:
+    """What a checkpoint directory holds, checked for consistency (everything but the base LLM).
 
-
-# --------------------------------------------------------------------------------------- tokenizer
-
-
-def write_tokenizer(path: str | os.PathLike, tokenizer, special_tokens: list[str]) -> None:
-    """tokenizer.save_pretrained into a temporary directory, then each file renamed into ``path``.
-
-    tokenizer_config.json lists the K tokens as ``additional_special_tokens``, the key both
-    transformers 4 and 5 read; the list-valued ``extra_special_tokens`` that transformers 5 writes
-    is dropped because transformers 4 (the reference package's) expects a dict there and fails.
+    special_rows [K, H] fp32 (the adapter's trainable_tokens_delta); recon_head H -> H and
+    align_head H -> D fp32 nn.Linear.
     """
-    root = Path(path)
+
+    root: Path
+    run_config: dict[str, Any]
+    tokenizer: PreTrainedTokenizerBase
+    special_tokens: list[str]
+    special_rows: torch.Tensor
+    recon_head: nn.Linear
+    align_head: nn.Linear
+    encoding_mode: str
+
+    @property
+    def base_model_name_or_path(self) -> str | None:
+        """run_config.yml's ``model_name_or_path``: the base LLM the checkpoint was trained on."""
+        name = self.run_config.get("model_name_or_path")
+        return str(name) if name else None
+
+
+def read_checkpoint(root: str | os.PathLike, trust_remote_code: bool = False) -> Checkpoint:
+    """Read and check a local checkpoint directory: every file present and parseable, the tokenizer's
+    K special tokens equal to the adapter's token_indices, the rows [K, H], the heads' sizes chained,
+    a supported encoder and decoder. Errors name the file and the reason."""
+    root = Path(root)
+    check_files(root)
+    run_config = read_run_config(find_run_config(root))
+    enc_dec = read_encoder_decoder_config(root)
+    if enc_dec.get("save_decoder"):
+        raise ValueError(
+            f"{root}: save_decoder is true (a separately fine-tuned decoder under decoder/); only "
+            "checkpoints whose decoder is the frozen base LLM are supported"
+        )
+    token_indices = read_token_indices(root)
+    tokenizer = _load_tokenizer(root, trust_remote_code)
+    special_tokens = run_config.get("special_tokens") or extra_special_tokens(tokenizer)
+    if not isinstance(special_tokens, list) or not special_tokens:
+        raise ValueError(f"{root}: no special tokens in run_config.yml nor in the tokenizer")
+    ids = tokenizer.convert_tokens_to_ids(special_tokens)
+    if len(special_tokens) != len(token_indices) or ids != token_indices:
+        raise ValueError(
+            f"{root}: the tokenizer's K={len(special_tokens)} special tokens (ids {ids}) do not match "
+            f"the adapter's K={len(token_indices)} token_indices {token_indices} ({ADAPTER_CONFIG})"
+        )
+    recon, align = read_head(root / RECON_HEAD), read_head(root / ALIGN_HEAD)
+    rows = read_delta(root, len(token_indices))
+    if recon.in_features != rows.shape[1] or recon.out_features != align.in_features:
+        raise ValueError(
+            f"{root}: head sizes do not chain: rows of width {rows.shape[1]}, {RECON_HEAD} "
+            f"{recon.in_features} -> {recon.out_features}, {ALIGN_HEAD} {align.in_features} -> "
+            f"{align.out_features}"
+        )
+    encoding_mode = str(enc_dec.get("encoding_mode") or run_config.get("encoding_mode"))
+    encoding_tokens(encoding_mode, len(token_indices))
+    return Checkpoint(root, run_config, tokenizer, list(special_tokens), rows, recon, align, encoding_mode)
+
+
+@torch.no_grad()
+def resized_table(
+    llm: nn.Module, vocab: int, special_ids: torch.Tensor, special_rows: torch.Tensor
+) -> torch.Tensor:
+    """[vocab, H] fp32 on the CPU: what the reference's table resized to ``vocab = len(tokenizer)``
+    holds: the LM's rows, then for ids past them the special rows (the mean row for other ids)."""
+    table = llm.get_input_embeddings().weight
+    rows = table.shape[0]
+    out = torch.empty(vocab, table.shape[1])
+    keep = min(rows, vocab)
+    out[:keep] = table[:keep].float().cpu()
+    if vocab > rows:
+        out[rows:] = table.float().mean(0).cpu()
+        beyond = special_ids >= rows
+        out[special_ids[beyond].cpu()] = special_rows[beyond].float().cpu()
+    return out
+
+
+def write_checkpoint(model: Any, root: str | os.PathLike, base_model_name_or_path: str) -> None:
+    """Write ``model`` (an ``LLM2VecGenModel``) in the released format, each file atomically.
+
+    run_config.yml names ``base_model_name_or_path``; the adapter's base_layer.weight is the resized
+    table [len(tokenizer), H] fp32 (``resized_table``).
+    """
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=root))
-    try:
-        tokenizer.save_pretrained(staging)
-        config_file = staging / "tokenizer_config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        config["additional_special_tokens"] = list(special_tokens)
-        config.pop("extra_special_tokens", None)
-        if config.get("tokenizer_class") == "TokenizersBackend":
-            config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        config.pop("is_local", None)
-        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for file in staging.iterdir():
-            if file.is_file():
-                with open(file, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.replace(file, root / file.name)
-        fsync_dir(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_tokenizer(root, model.tokenizer, model.special_tokens)
+    run_config = dict(model.run_config)
+    run_config.update(
+        model_name_or_path=str(base_model_name_or_path),
+        torch_dtype=run_config.get("torch_dtype") or str(model.llm.dtype).removeprefix("torch."),
+        special_tokens=list(model.special_tokens),
+        encoding_mode=model.encoding_mode,
+    )
+    write_run_config(root / RUN_CONFIG, run_config)
+    write_json(root / ENCODER_DECODER_CONFIG, {"encoding_mode": model.encoding_mode, "save_decoder": False})
+    encoder_config = json.loads(model.llm.config.to_json_string())
+    encoder_config["vocab_size"] = len(model.tokenizer)
+    table = resized_table(model.llm, len(model.tokenizer), model.special_ids, model.special_rows)
+    write_adapter(
+        root,
+        model.special_ids.tolist(),
+        model.special_rows,
+        table,
+        encoder_config,
+        str(base_model_name_or_path),
+    )
+    write_head(root / RECON_HEAD, model.recon_head)
+    write_head(root / ALIGN_HEAD, model.align_head)

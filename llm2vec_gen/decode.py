@@ -1,4 +1,5 @@
-"""Batched greedy decoding of soft prompts (the recon states) with a KV cache.
+"""Batched greedy decoding of soft prompts (the recon states) with a KV cache, and the model's
+``decode``/``generate`` methods (``GenerateMixin``, mixed into ``LLM2VecGenModel``).
 
 The reference re-runs the whole sequence for every new token (O(n^2) work in the number of tokens)
 and stops early only at batch size 1. Here the soft prompt [B, K, H] is prefilled once into a
@@ -11,8 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+from llm2vec_gen.tokenize import check_positive, check_texts
+
+Texts = str | Iterable[str]
 
 
 def eos_token_ids(llm: PreTrainedModel, tokenizer=None) -> list[int]:
@@ -93,3 +99,67 @@ def greedy_decode(
         cut = next((i for i, t in enumerate(row) if t in stop), len(row))
         result.append(row[:cut])
     return result
+
+
+class GenerateMixin:
+    """``decode`` (our batched API) and ``generate`` (the reference's signature) of ``LLM2VecGenModel``:
+    they use its ``encode``, ``llm``, ``tokenizer``, ``align_head`` and ``special_rows``."""
+
+    def decode(
+        self,
+        recon_states_or_texts: Texts | torch.Tensor | np.ndarray,
+        max_new_tokens: int = 64,
+        batch_size: int = 32,
+        max_length: int = 512,
+        instruction: str | None = None,
+    ) -> list[str]:
+        """Greedy text of each soft prompt: recon states [B, N, H] or [N, H], or texts (encoded first).
+
+        Batched with a KV cache; each row stops at its own EOS. Returns B strings (special tokens
+        skipped), one per input.
+        """
+        check_positive("batch_size", batch_size)
+        if isinstance(recon_states_or_texts, (torch.Tensor, np.ndarray)):
+            recon = torch.as_tensor(recon_states_or_texts)
+        else:
+            _, recon = self.encode(
+                recon_states_or_texts, max_length, True, batch_size=batch_size, instruction=instruction
+            )
+        if recon.dim() == 2:
+            recon = recon.unsqueeze(0)
+        if recon.dim() != 3 or recon.shape[-1] != self.special_rows.shape[1]:
+            raise ValueError(
+                f"recon states must be [B, N, {self.special_rows.shape[1]}], got {tuple(recon.shape)}"
+            )
+        eos = eos_token_ids(self.llm, self.tokenizer)
+        ids: list[list[int]] = []
+        for start in range(0, recon.shape[0], batch_size):
+            ids += greedy_decode(self.llm, recon[start : start + batch_size], max_new_tokens, eos)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def generate(
+        self,
+        input_text: Texts = "",
+        max_new_tokens: int = 256,
+        get_align_hidden_states: bool = False,
+        recon_hidden_states: torch.Tensor | None = None,
+    ) -> str | list[str] | tuple:
+        """The reference's ``generate``: greedy text of ``recon_hidden_states`` ([N, H] or [B, N, H]),
+        or of ``input_text`` encoded first when no states are given (as ``encode`` tokenises it).
+
+        Returns a str for one input (a str, or states of batch 1), a list of B str for a batch; with
+        ``get_align_hidden_states=True`` also the embedding fp32 [B, D] of the input (for a text,
+        exactly ``encode``'s). Unlike the reference it runs on any device and for a batch.
+        """
+        if recon_hidden_states is None:
+            emb, recon = self.encode(check_texts(input_text), get_recon_hidden_states=True)
+            single = isinstance(input_text, str)
+        else:
+            recon = torch.as_tensor(recon_hidden_states)
+            recon = recon.unsqueeze(0) if recon.dim() == 2 else recon
+            single = recon.shape[0] == 1
+            with torch.inference_mode():
+                emb = self.align_head(recon.to(self.device, torch.float32)).mean(1)
+        out = self.decode(recon, max_new_tokens=max_new_tokens)
+        text = out[0] if single else out
+        return (text, emb) if get_align_hidden_states else text

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import AttentionInterface, DynamicCache, PreTrainedModel
 
+from llm2vec_gen.batching import positions as prefix_positions
 from llm2vec_gen.ops.appended_attention import appended_attention
 
 ATTENTION_NAME = "llm2vec_gen_appended"
@@ -81,11 +82,6 @@ def _attention_implementation(config, name: str) -> Iterator[None]:
         yield
     finally:
         config._attn_implementation = saved
-
-
-def prefix_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids [B, T] int64 of a left-padded mask [B, T]: real tokens count 0, 1, ...; pads 0."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def forward_appended(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -50,16 +50,49 @@ def check_tokenize_options(max_length: Any, instruction: Any, k: int) -> None:
 
 def check_texts(texts: Any) -> list[str]:
     """texts as a list of str: a str, or any iterable of str (list, tuple, generator, numpy array,
-    pandas Series). TypeError for None, bytes, a non-iterable, or naming the first non-str item."""
+    pandas Series). TypeError for None, bytes, a non-iterable, an unordered set or mapping, or naming
+    the first non-str item."""
     if isinstance(texts, str):
         return [texts]
-    if texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+    unordered = isinstance(texts, (Set, Mapping))
+    if texts is None or isinstance(texts, (bytes, bytearray)) or unordered or not isinstance(texts, Iterable):
         raise TypeError(f"texts must be a str or an iterable of str, got {type(texts).__name__}")
     items = list(texts)
     for i, text in enumerate(items):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
     return [str(t) for t in items]  # numpy.str_ -> str
+
+
+def check_id_rows(ids: Any, vocab: int) -> list[Sequence[int]]:
+    """Pre-tokenised rows as a list of non-empty rows of ids in [0, vocab); errors name the row."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be a sequence of token-id rows, got {type(ids).__name__}")
+    rows = list(ids)
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) == 0:
+            raise ValueError(f"ids[{i}] must be a non-empty sequence of token ids (from tokenize)")
+        low, high = min(row), max(row)
+        if low < 0 or high >= vocab:
+            raise ValueError(f"ids[{i}] holds id {low if low < 0 else high} outside [0, {vocab})")
+    return rows
+
+
+def text_ids(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int, instruction: str | None = None
+) -> tuple[list[list[int]], int]:
+    """(token ids of ``instruction + text`` per text, special tokens split, truncated on the right to
+    ``max_tokens``; how many texts were truncated). The tokenizer's own BOS/EOS are kept."""
+    joined = [(instruction or "") + t for t in texts]
+    rows = tokenizer(joined, split_special_tokens=True, padding=False)["input_ids"] if joined else []
+    long = [i for i, row in enumerate(rows) if len(row) > max_tokens]
+    if long:
+        cut = tokenizer(
+            [joined[i] for i in long], split_special_tokens=True, truncation=True, max_length=max_tokens
+        )["input_ids"]
+        for i, row in zip(long, cut, strict=True):
+            rows[i] = row
+    return [list(row) for row in rows], len(long)
 
 
 def query_ids(
@@ -69,25 +102,16 @@ def query_ids(
     max_length: int,
     instruction: str | None = None,
 ) -> list[list[int]]:
-    """Token ids per text, unpadded: ``instruction + text`` (specials split, truncated on the right to
-    max_length - K) followed by the K ``special_ids``. One warning per call counts the truncated texts."""
+    """Token ids per text, unpadded: ``text_ids`` of ``instruction + text`` within max_length - K, then
+    the K ``special_ids``. One warning per call counts the truncated texts."""
     k = len(special_ids)
     check_tokenize_options(max_length, instruction, k)
-    prefix = instruction or ""
-    joined = [prefix + t for t in texts]
-    budget = max_length - k
-    rows = tokenizer(joined, split_special_tokens=True, padding=False)["input_ids"] if joined else []
-    long = [i for i, row in enumerate(rows) if len(row) > budget]
-    if long:
-        cut = tokenizer(
-            [joined[i] for i in long], split_special_tokens=True, truncation=True, max_length=budget
-        )["input_ids"]
-        for i, row in zip(long, cut, strict=True):
-            rows[i] = row
+    rows, cut = text_ids(tokenizer, texts, max_length - k, instruction)
+    if cut:
         warnings.warn(
-            f"{len(long)} of {len(rows)} texts are longer than max_length={max_length} tokens with the "
+            f"{cut} of {len(rows)} texts are longer than max_length={max_length} tokens with the "
             f"{k} special tokens; they were truncated and end with the special tokens",
             stacklevel=3,
         )
     special = list(special_ids)
-    return [list(row) + special for row in rows]
+    return [row + special for row in rows]

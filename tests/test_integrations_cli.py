@@ -46,7 +46,7 @@ def test_encode_writes_ids_and_vectors(ckpt, model, jsonl, tmp_path, capsys):
     assert f"encoded {len(TEXTS)} texts" in capsys.readouterr().out
     ids, emb = read_embeddings(out)
     assert ids == [f"q{i}" for i in range(len(TEXTS))] and emb.shape == (len(TEXTS), DIM)
-    want, recon = model.encode(TEXTS, batch_size=3, instruction=QUERY_INSTRUCTION, return_recon_states=True)
+    want, recon = model.encode(TEXTS, 512, True, batch_size=3, instruction=QUERY_INSTRUCTION)
     np.testing.assert_array_equal(emb, want)
     np.testing.assert_array_equal(np.load(tmp_path / "recon.npy"), recon)
 

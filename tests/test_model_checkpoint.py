@@ -21,6 +21,7 @@ from safetensors import safe_open
 from transformers import AutoModel, AutoTokenizer
 
 from llm2vec_gen import checkpoint as ckpt
+from llm2vec_gen.loading import dtype_from_string
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import QWEN_PADDED_VOCAB_SIZE, QWEN_VOCAB_SIZE, qwen_tokenizer
 
@@ -109,7 +110,9 @@ def test_load_matches_reference(released, loaded):
     with pytest.warns(UserWarning, match="1 of 5 texts are longer than max_length=24"):
         ours = loaded.encode(TEXTS, batch_size=2, max_length=MAX_LENGTH)
     assert (
-        isinstance(ours, np.ndarray) and ours.shape == (len(TEXTS), TEACHER_DIM) and ours.dtype == np.float32
+        isinstance(ours, torch.Tensor)
+        and ours.shape == (len(TEXTS), TEACHER_DIM)
+        and ours.dtype == torch.float32
     )
     _assert_cosine(ours, reference_encode(released, TEXTS, MAX_LENGTH))
 
@@ -243,7 +246,7 @@ def test_offline_hub_ids(released, tmp_path, monkeypatch):
         LLM2VecGenModel.from_pretrained(copy, device="cpu")
     # the base_model argument overrides run_config.yml
     model = LLM2VecGenModel.from_pretrained(copy, device="cpu", base_model=base)
-    assert model.encode("ok").shape == (TEACHER_DIM,)
+    assert model.encode("ok").shape == (1, TEACHER_DIM)
 
 
 def test_run_config_tolerates_reference_reprs(tmp_path):
@@ -255,4 +258,4 @@ def test_run_config_tolerates_reference_reprs(tmp_path):
     config = ckpt.read_run_config(path)
     assert config["special_tokens"] == ["<question1>", "<question2>"]
     assert config["model_name_or_path"] == "Qwen/Qwen3-4B" and config["torch_dtype"] == "bfloat16"
-    assert ckpt.dtype_from_string(config["torch_dtype"]) == torch.bfloat16
+    assert dtype_from_string(config["torch_dtype"]) == torch.bfloat16

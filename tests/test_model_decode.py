@@ -60,7 +60,7 @@ def test_each_row_stops_at_its_own_eos(model):
 
 def test_model_decode_and_generate(model):
     texts = ["What is a soft prompt?", "", "decode me"]
-    recon = model.get_recon_hidden_states(texts)
+    emb, recon = model.encode(texts, get_recon_hidden_states=True)
     eos = eos_token_ids(model.llm, model.tokenizer)
     expected = model.tokenizer.batch_decode(
         uncached_greedy(model.llm, recon, 6, eos), skip_special_tokens=True
@@ -71,7 +71,14 @@ def test_model_decode_and_generate(model):
     assert model.decode(recon[1], max_new_tokens=6) == [expected[1]]
     assert model.generate("decode me", max_new_tokens=6) == expected[2]
     assert model.generate(recon_hidden_states=recon[:1], max_new_tokens=6) == expected[0]
-    assert model.generate(recon, max_new_tokens=6) == expected
+    assert model.generate(recon_hidden_states=recon[0], max_new_tokens=6) == expected[0]  # [N, H]
+    assert model.generate(recon_hidden_states=recon, max_new_tokens=6) == expected  # a batch: a list
+    assert model.generate(texts, max_new_tokens=6) == expected
+    text, align = model.generate("decode me", max_new_tokens=6, get_align_hidden_states=True)
+    assert text == expected[2] and torch.equal(align, model.encode("decode me"))  # as load_model.py
+    text, align = model.generate(recon_hidden_states=recon, max_new_tokens=6, get_align_hidden_states=True)
+    assert text == expected and align.shape == (3, emb.shape[1])
+    torch.testing.assert_close(align, emb, rtol=1e-4, atol=1e-5)
     assert model.decode(recon, max_new_tokens=0) == ["", "", ""]
 
 
@@ -85,5 +92,6 @@ def test_bad_decode_input(model):
         model.decode(torch.zeros(2, K, HIDDEN + 1))
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_decode(model.llm, _prompts(1), -1, [])
-    with pytest.raises(TypeError, match="input_text or recon_hidden_states"):
-        model.generate()
+    with pytest.raises(TypeError, match="texts must be a str"):
+        model.generate(None)
+    assert model.generate(max_new_tokens=2) == model.decode([""], max_new_tokens=2)[0]  # the defaults

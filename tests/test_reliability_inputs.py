@@ -44,11 +44,11 @@ PACKAGE = Path(llm2vec_gen.__file__).parent
 @pytest.mark.parametrize(
     ("texts", "message"),
     [
-        (None, "texts must be a str or a sequence of str, got NoneType"),
-        (7, "texts must be a str or a sequence of str, got int"),
+        (None, "texts must be a str or an iterable of str, got NoneType"),
+        (7, "texts must be a str or an iterable of str, got int"),
         ({"a": "b"}, "got dict"),
-        ((t for t in ["a"]), "got generator"),
-        (b"bytes", "texts must be a str or a sequence of str, got bytes"),
+        ({"a"}, "got set"),
+        (b"bytes", "texts must be a str or an iterable of str, got bytes"),
         (bytearray(b"raw"), "got bytearray"),
         ([["nested"]], r"texts\[0\] is list"),
         (["ok", None], r"texts\[1\] is NoneType"),
@@ -82,7 +82,7 @@ def test_encode_bad_options_name_the_option(model, options, error, message):
         with pytest.raises(error, match=message):
             model.encode(texts, **options)
     with pytest.raises(error, match=message):
-        model.get_recon_hidden_states(["a"], **options)
+        model.encode(["a"], get_recon_hidden_states=True, **options)
 
 
 def test_encode_recovers_after_bad_options(model):
@@ -90,7 +90,7 @@ def test_encode_recovers_after_bad_options(model):
         model.decode(torch.zeros(1, model.num_encode_tokens, model.special_rows.shape[1]), batch_size="4")
     assert model.encode(["a"], batch_size=np.int64(2), max_length=11).shape == (1, model.embedding_dim)
     assert model.encode([]).shape == (0, model.embedding_dim)
-    assert model.encode("still works").shape == (model.embedding_dim,)
+    assert model.encode("still works").shape == (1, model.embedding_dim)
 
 
 # ---------------------------------------------------------------------------------------------- ops

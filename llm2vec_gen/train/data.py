@@ -3,7 +3,7 @@
 A record is ``{"id": str, "query": str, "answer": str}`` (field names configurable). Tokenisation
 follows the reference collator:
 
-    query  = tok(query.strip(), truncated to max_length - K) + the K special ids       (left padded)
+    query  = text_ids(query.strip(), max_length - K) + the K special ids (llm2vec_gen.tokenize, left padded)
     answer = tok(answer.strip() + answer_suffix, truncated to max_length)               (right padded)
     labels = answer ids, with ids equal to the pad id set to -100 (the reference masks by pad id)
 
@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from llm2vec_gen.batching import left_pad, pad_rows
+from llm2vec_gen.tokenize import text_ids
 
 REFERENCE_ANSWER_SUFFIX = "<|end_of_text|>"
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "data" / "demo_corpus.jsonl"
@@ -50,12 +53,12 @@ def tokenize_records(
     max_length: int = 512,
     answer_suffix: str = REFERENCE_ANSWER_SUFFIX,
 ) -> TokenizedData:
-    """Tokenise queries (truncated so the K special tokens fit in ``max_length``) and answers."""
+    """Tokenise queries with the one query tokeniser (``llm2vec_gen.tokenize.text_ids``: special
+    tokens in the text split, truncated so the K special tokens fit in ``max_length``; they are
+    appended by the model) and answers."""
     if max_length <= num_special:
         raise ValueError(f"max_length {max_length} must exceed the {num_special} special tokens")
-    queries = tokenizer(
-        [r["query"].strip() for r in records], truncation=True, max_length=max_length - num_special
-    )["input_ids"]
+    queries, _ = text_ids(tokenizer, [r["query"].strip() for r in records], max_length - num_special)
     answers = tokenizer(
         [r["answer"].strip() + answer_suffix for r in records], truncation=True, max_length=max_length
     )["input_ids"]
@@ -95,30 +98,18 @@ class Batch:
         return int(self.query_mask.sum()) + int(self.answer_mask.sum())
 
 
-def _pad(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
-    width = max(1, max(len(s) for s in seqs))
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if left:
-            out[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        else:
-            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
 def collate(data: TokenizedData, indices: Sequence[int], teacher: torch.Tensor, pad_id: int) -> Batch:
     """The Batch of examples ``indices``; ``teacher`` [N, D] is aligned with ``data``."""
     q = [data.query_ids[i] for i in indices]
     a = [data.answer_ids[i] for i in indices]
     lab = [data.labels[i] for i in indices]
-    query_ids = _pad(q, pad_id, left=True)
-    query_mask = _pad([[1] * len(s) for s in q], 0, left=True)
+    query_ids, query_mask = left_pad(q, pad_id)
     return Batch(
         query_ids=query_ids,
         query_mask=query_mask,
-        answer_ids=_pad(a, pad_id, left=False),
-        answer_mask=_pad([[1] * len(s) for s in a], 0, left=False),
-        labels=_pad(lab, -100, left=False),
+        answer_ids=pad_rows(a, pad_id, left=False),
+        answer_mask=pad_rows([[1] * len(s) for s in a], 0, left=False),
+        labels=pad_rows(lab, -100, left=False),
         teacher=teacher[list(indices)].float(),
     )
 

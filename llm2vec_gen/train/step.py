@@ -1,4 +1,6 @@
-"""The loss of one micro-batch: encoder through the KV cache, soft-prompt decoder, distillation.
+"""The loss of one micro-batch, assembled from the model's forward pieces (``LLM2VecGenModel``):
+``appended_hidden_states`` (encoder through the KV cache), ``heads``, ``decoder_hidden_states``,
+``lm_head_rows``; this module only builds the decoder's targets and sums the losses.
 
 Encoder (only K positions carry a gradient)::
 
@@ -29,8 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llm2vec_gen.ops import distill_loss, fused_linear_cross_entropy, special_token_embedding
-from llm2vec_gen.prefix_cache import forward_appended
+from llm2vec_gen.ops import distill_loss, fused_linear_cross_entropy
 from llm2vec_gen.train.data import Batch
 
 
@@ -65,35 +66,6 @@ def assemble_decoder_inputs(
     return ids, out_labels
 
 
-def encode_soft_prompt(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r [B, K, H], a [B, K, D]) of the batch's queries, gradient to the K rows and both heads."""
-    embed = model.llm.get_input_embeddings().weight
-    bsz, k = batch.query_ids.shape[0], model.special_ids.shape[0]
-    appended = special_token_embedding(
-        model.special_ids.expand(bsz, k), embed, model.special_ids, model.special_rows
-    )  # [B, K, H] in the table's dtype
-    h = forward_appended(model.llm, batch.query_ids, batch.query_mask, appended)  # [B, K, H]
-    r = model.recon_head(h.to(model.recon_head.weight.dtype))
-    a = model.align_head(r)
-    return r, a
-
-
-def decoder_hidden(model, r: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Final hidden states [B, K + L - 1, H] of the frozen LLM on ``[r][ids[:, :-1]]``."""
-    embed = model.llm.get_input_embeddings()
-    tokens = embed(ids[:, :-1])  # [B, L-1, H], frozen table
-    inputs = torch.cat([r.to(tokens.dtype), tokens], dim=1)
-    return model.llm.base_model(inputs_embeds=inputs, use_cache=False).last_hidden_state
-
-
-def lm_head_rows(model) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """LM head weight [V', H] (and bias) with V' = min(rows, len(tokenizer)): the reference's vocab."""
-    head = model.llm.get_output_embeddings()
-    rows = min(head.weight.shape[0], len(model.tokenizer))
-    bias = getattr(head, "bias", None)
-    return head.weight[:rows], None if bias is None else bias[:rows]
-
-
 def step_loss(
     model,
     batch: Batch,
@@ -110,16 +82,18 @@ def step_loss(
     the caller) applies; the encoder stays in eval mode (transformers drops the KV cache in train
     mode with checkpointing on).
     """
-    r, a = encode_soft_prompt(model, batch)
+    r, a = model.heads(
+        model.appended_hidden_states(batch.query_ids, batch.query_mask)
+    )  # [B, K, H], [B, K, D]
     ids, labels = assemble_decoder_inputs(batch.answer_ids, batch.answer_mask, batch.labels)
     k = r.shape[1]
     model.llm.train(checkpointing)
     try:
-        hidden = decoder_hidden(model, r, ids)[:, k - 1 :]  # [B, L, H]: row j predicts labels[:, j]
+        hidden = model.decoder_hidden_states(r, ids)[:, k - 1 :]  # [B, L, H]: row j predicts labels[:, j]
     finally:
         model.llm.train(False)
     counted = labels != -100
-    weight, bias = lm_head_rows(model)
+    weight, bias = model.lm_head_rows()
     ce_sum = fused_linear_cross_entropy(
         hidden[counted].to(weight.dtype), weight, labels[counted], reduction="sum", bias=bias
     )

@@ -1,0 +1,60 @@
+"""A fresh (untrained) model's parts, as the reference's resize + PEFT set-up would give them:
+the tokenizer with the K special tokens added (a copy), the K initial rows and the two heads."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from llm2vec_gen.checkpoint import extra_special_tokens
+
+
+def with_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> PreTrainedTokenizerBase:
+    """A copy of ``tokenizer`` holding ``tokens`` as additional special tokens (the caller's is untouched)."""
+    tokenizer = copy.deepcopy(tokenizer)
+    missing = [t for t in tokens if t not in extra_special_tokens(tokenizer)]
+    if missing:  # existing extras are listed again: transformers 4 would otherwise replace them
+        tokenizer.add_special_tokens({"additional_special_tokens": extra_special_tokens(tokenizer) + missing})
+    return tokenizer
+
+
+def _mean_resized_rows(table: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` new rows [n, H] fp32 drawn as transformers' ``mean_resizing`` does, but seeded:
+    N(mean, 1e-9 * cov) of the existing rows (just the mean if that covariance is not positive
+    definite). Mean and covariance accumulate in fp64 over chunks of rows."""
+    hidden = table.shape[1]
+    total = torch.zeros(hidden, dtype=torch.float64)
+    gram = torch.zeros(hidden, hidden, dtype=torch.float64)
+    for chunk in table.detach().split(16_384):
+        chunk = chunk.to("cpu", torch.float64)
+        total += chunk.sum(0)
+        gram += chunk.T @ chunk
+    mean = total / table.shape[0]
+    cov = gram / table.shape[0] - torch.outer(mean, mean)
+    chol, info = torch.linalg.cholesky_ex(1e-9 * cov)
+    if int(info) != 0:
+        return mean.float().expand(n, hidden).clone()
+    noise = torch.randn(n, hidden, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return (mean + noise @ chol.T).float()
+
+
+def initial_rows(table: torch.Tensor, ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """Initial special rows [K, H] fp32 for ``ids`` [K]: an id inside the LM's ``table`` [V, H] (Qwen3's
+    padded rows) keeps its row; an id past it gets the mean-resizing draw, seeded by ``seed``."""
+    rows = torch.empty(ids.shape[0], table.shape[1])
+    inside = ids < table.shape[0]
+    rows[inside] = table[ids[inside].to(table.device)].float().cpu()
+    if not bool(inside.all()):
+        rows[~inside] = _mean_resized_rows(table, int((~inside).sum()), seed)
+    return rows
+
+
+def initial_heads(hidden: int, dim: int, seed: int) -> tuple[nn.Linear, nn.Linear]:
+    """(recon H -> H, align H -> dim) fp32 nn.Linear with PyTorch's default init under ``seed``
+    (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Linear(hidden, hidden), nn.Linear(hidden, dim)
