@@ -14,7 +14,7 @@ setup() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
   "$PY" -m pip install -q setuptools wheel ninja
-  "$PY" -m pip install -q --no-build-isolation -e ".[test,eval,bench]"
+  "$PY" -m pip install -q --no-build-isolation -e ".[test,eval,bench,serve]"
 }
 
 cmd="${1:-}"

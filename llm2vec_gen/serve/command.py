@@ -1,0 +1,218 @@
+"""``llm2vec-gen serve CHECKPOINT``: the command (also ``python -m llm2vec_gen.serve CHECKPOINT``).
+
+Importing this module is cheap (the CLI imports it for every command): it only checks that the
+``serve`` extra is installed, raising ``ModuleNotFoundError`` naming the first missing package,
+and imports the server when the command runs. Exit status: 0 after SIGTERM/SIGINT (in-flight
+requests finished first), 1 when the model fails to load, 2 for a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm2vec_gen.serve.config import ServeConfig
+
+for _package in ("fastapi", "uvicorn", "pydantic", "prometheus_client"):
+    if importlib.util.find_spec(_package) is None:
+        raise ModuleNotFoundError(
+            f"No module named {_package!r} (pip install 'llm2vec-gen-fast[serve]')", name=_package
+        )
+
+API_KEY_ENV = "LLM2VEC_GEN_API_KEY"
+_DESCRIPTION = (
+    "Serve a checkpoint over HTTP: POST /v1/embeddings (OpenAI), /embed (text-embeddings-inference), "
+    "/decode (embeddings back to text); GET /health, /metrics, /v1/models. Requests are batched "
+    "dynamically under a token budget, one forward pass at a time."
+)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``serve`` options (their defaults are ``ServeConfig``'s)."""
+    from llm2vec_gen.integrations.instructions import PROMPTS
+
+    p.add_argument("checkpoint", help="LLM2Vec-Gen checkpoint directory (or hub id)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8080, help="default 8080")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (default: bf16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require Authorization: Bearer KEY on /v1, /embed, /decode (default ${API_KEY_ENV})",
+    )
+    p.add_argument(
+        "--served-model-name", default=None, help="the model name the API reports (default CHECKPOINT)"
+    )
+    p.add_argument(
+        "--default-prompt-name",
+        choices=sorted(PROMPTS),
+        default=None,
+        help="instruction preset when a request names none (default: no instruction)",
+    )
+    p.add_argument(
+        "--max-input-length",
+        type=_positive,
+        default=512,
+        help="tokens per text, with instruction and special tokens (default 512)",
+    )
+    p.add_argument(
+        "--auto-truncate",
+        action="store_true",
+        help="cut over-long texts (keeping the special tokens) instead of answering 413",
+    )
+    p.add_argument(
+        "--max-client-batch-size", type=_positive, default=2048, help="texts per request (default 2048)"
+    )
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=_positive,
+        default=512,
+        help="embed/decode requests served at once; more get 429 (default 512)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=_positive,
+        default=16_384,
+        help="padded tokens per forward pass (default 16384)",
+    )
+    p.add_argument(
+        "--max-batch-size", type=_positive, default=256, help="rows per forward pass (default 256)"
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=2_000_000,
+        help="larger request bodies get 413 (default 2000000)",
+    )
+    p.add_argument(
+        "--max-decode-tokens", type=_positive, default=512, help="largest max_new_tokens (default 512)"
+    )
+    p.add_argument(
+        "--exact-batches",
+        action="store_true",
+        help="batch only texts of equal token length: every vector bit-identical to encoding "
+        "the text alone, at a cost in throughput on mixed lengths",
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Adds the ``serve`` command to the ``llm2vec-gen`` subparsers."""
+    p = sub.add_parser("serve", help="OpenAI-compatible embedding server", description=_DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the server until SIGTERM/SIGINT; the exit status."""
+    from llm2vec_gen.checkpoint import check_files
+    from llm2vec_gen.serve.config import ServeConfig
+
+    if os.path.exists(args.checkpoint):
+        try:
+            check_files(args.checkpoint)
+        except FileNotFoundError as exc:
+            print(f"llm2vec-gen serve: error: {exc}", file=sys.stderr)
+            return 2
+    fields = (
+        "checkpoint",
+        "served_model_name",
+        "device",
+        "dtype",
+        "api_key",
+        "default_prompt_name",
+        "max_input_length",
+        "auto_truncate",
+        "max_client_batch_size",
+        "max_concurrent_requests",
+        "max_batch_tokens",
+        "max_batch_size",
+        "max_body_bytes",
+        "max_decode_tokens",
+    )
+    config = ServeConfig(**{name: getattr(args, name) for name in fields})
+    return serve(config, args.host, args.port, args.log_level, args.access_log, args.exact_batches)
+
+
+def serve(
+    config: ServeConfig,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    access_log: bool = False,
+    exact_batches: bool = False,
+) -> int:
+    """Serves ``config`` with uvicorn until SIGTERM/SIGINT: 0, or 1 when the model failed to load.
+    Call it from the main thread (it installs signal handlers)."""
+    import uvicorn
+
+    from llm2vec_gen.serve.app import create_app, load_model
+    from llm2vec_gen.serve.batcher import Engine
+    from llm2vec_gen.serve.metrics import Metrics
+
+    logger = logging.getLogger("llm2vec_gen.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(log_level.upper())
+    failures: list[BaseException] = []
+
+    def failed(exc: BaseException) -> None:
+        failures.append(exc)
+        server.should_exit = True
+
+    engine = Engine(
+        config, Metrics(), lambda: load_model(config), on_failure=failed, exact_batches=exact_batches
+    )
+    app = create_app(config, engine)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=None,
+        )
+    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal into the handler
+    # that was installed before it ran: make that one a no-op, so a graceful stop exits with 0.
+    previous = {sig: signal.signal(sig, _handled) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if failures or not server.started else 0
+
+
+def _handled(sig: int, frame: object) -> None:
+    """The signal uvicorn re-raises after its graceful shutdown: nothing more to do."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llm2vec_gen.serve``: the same options as ``llm2vec-gen serve``."""
+    parser = argparse.ArgumentParser(prog="llm2vec-gen serve", description=_DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

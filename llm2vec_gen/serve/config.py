@@ -1,0 +1,59 @@
+"""The server's settings: one frozen dataclass, filled by ``llm2vec-gen serve``'s options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm2vec_gen.integrations.instructions import PROMPTS
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What the server loads and the limits it enforces (the ``serve`` options of the same names).
+
+    Lengths count tokens as the model sees them: instruction + text + the K special tokens.
+    """
+
+    checkpoint: str
+    served_model_name: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    api_key: str | None = None
+    default_prompt_name: str | None = None
+    max_input_length: int = 512
+    auto_truncate: bool = False
+    max_client_batch_size: int = 2048
+    max_concurrent_requests: int = 512
+    max_batch_tokens: int = 16_384
+    max_batch_size: int = 256
+    max_body_bytes: int = 2_000_000
+    max_decode_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if self.default_prompt_name is not None and self.default_prompt_name not in PROMPTS:
+            names = ", ".join(PROMPTS)
+            raise ValueError(f"default_prompt_name must be one of {names}, got {self.default_prompt_name!r}")
+        for name in (
+            "max_input_length",
+            "max_client_batch_size",
+            "max_concurrent_requests",
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_body_bytes",
+            "max_decode_tokens",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+    @property
+    def model_name(self) -> str:
+        """The ``model`` the API reports: ``served_model_name``, else the checkpoint as given."""
+        return self.served_model_name or self.checkpoint
+
+    def instruction(self, prompt_name: str | None) -> str | None:
+        """The instruction of ``prompt_name`` (None: the server's default prompt, if any).
+
+        KeyError for an unknown name (the caller turns it into a 400 listing the names)."""
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        return None if name is None else PROMPTS[name]
