@@ -15,7 +15,7 @@ K appended embeddings. ``peak_mb`` is the resident-memory high-water mark that o
 
 import pytest
 import torch
-from conftest import peak_memory_mb
+from conftest import cuda_step, peak_memory_mb, requires_cuda
 from transformers import Qwen3Config, Qwen3Model
 
 from llm2vec_gen import _dispatch
@@ -98,3 +98,43 @@ def bench_encoder_forward_backward(benchmark, monkeypatch, provider, length):
         provider=provider, baseline=provider == "full_sequence", peak_mb=peak_memory_mb(step)
     )
     benchmark.pedantic(step, rounds=10, warmup_rounds=2, iterations=1)
+
+
+@requires_cuda
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize(
+    "shape",
+    [(8, 32, 8, 10, 128, 512), (32, 32, 8, 10, 128, 512)],
+    ids=lambda s: "B{}-h{}-hkv{}-K{}-d{}-L{}".format(*s),
+)
+@pytest.mark.parametrize("provider", ["eager", "triton"])
+def bench_appended_attention_cuda(benchmark, monkeypatch, provider, shape, mode):
+    """Qwen3-4B/8B attention (32 heads, 8 KV heads, d = 128) in bf16 on the GPU: compiled Triton
+    against the eager reference (concatenated, repeated K/V, explicit mask, fp32 softmax)."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
+    batch, heads, hkv, klen, dim, length = shape
+    grad = mode == "fwd+bwd"
+
+    def rand(*s, g=False):
+        return torch.randn(*s, device="cuda").bfloat16().requires_grad_(g)
+
+    q, k, v = (
+        rand(batch, heads, klen, dim, g=grad),
+        rand(batch, hkv, klen, dim, g=grad),
+        rand(batch, hkv, klen, dim, g=grad),
+    )
+    k_cache, v_cache = rand(batch, hkv, length, dim), rand(batch, hkv, length, dim)
+    mask = torch.arange(length, device="cuda")[None, :] >= torch.randint(
+        0, length // 2, (batch, 1), device="cuda"
+    )
+    fn = appended_attention_reference if provider == "eager" else appended_attention
+
+    def step():
+        out = fn(q, k, v, k_cache, v_cache, mask)
+        return torch.autograd.grad(out.float().sum(), (q, k, v)) if grad else out
+
+    benchmark.group = (
+        f"appended_attention B={batch} h={heads} hkv={hkv} K={klen} d={dim} L={length} bf16 {mode} CUDA"
+    )
+    benchmark.extra_info.update(provider=provider, baseline=provider == "eager")
+    benchmark.pedantic(cuda_step(step), rounds=50, warmup_rounds=5, iterations=1)

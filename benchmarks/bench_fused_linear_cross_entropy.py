@@ -13,7 +13,7 @@ memory one step adds (``peak_memory_mb``), measured in a first, untimed step tha
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import peak_memory_mb
+from conftest import cuda_step, peak_memory_mb, requires_cuda
 
 from llm2vec_gen import _dispatch
 from llm2vec_gen.ops import fused_linear_cross_entropy
@@ -45,3 +45,33 @@ def bench_fused_linear_cross_entropy(benchmark, monkeypatch, provider, weight_gr
     benchmark.group = f"fused_linear_cross_entropy N={N} H={H} V={V} fp32 fwd+bwd, {variant}"
     benchmark.extra_info.update(provider=provider, baseline=provider == "eager", peak_mb=peak_memory_mb(step))
     benchmark.pedantic(step, rounds=3, warmup_rounds=0, iterations=1)
+
+
+@requires_cuda
+@pytest.mark.parametrize("weight_grad", [False, True], ids=["frozen-weight", "weight-grad"])
+@pytest.mark.parametrize("provider", ["eager", "triton"])
+def bench_fused_linear_cross_entropy_cuda(benchmark, monkeypatch, provider, weight_grad):
+    """Qwen3-4B LM head (H = 2560) in bf16 on the GPU; eager upcasts the [N, V] logits to fp32."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
+    dim = 2560
+    hidden = torch.randn(N, dim, device="cuda").bfloat16().requires_grad_()
+    weight = (torch.randn(V, dim, device="cuda") / dim**0.5).bfloat16().requires_grad_(weight_grad)
+    labels = torch.randint(0, V, (N,), device="cuda")
+    inputs = (hidden, weight) if weight_grad else (hidden,)
+    if provider == "eager":
+        step = cuda_step(
+            lambda: torch.autograd.grad(F.cross_entropy((hidden @ weight.T).float(), labels), inputs)
+        )
+    else:
+        step = cuda_step(
+            lambda: torch.autograd.grad(fused_linear_cross_entropy(hidden, weight, labels), inputs)
+        )
+    step()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    variant = "hidden+weight grad" if weight_grad else "hidden grad, frozen weight"
+    benchmark.group = f"fused_linear_cross_entropy N={N} H={dim} V={V} bf16 fwd+bwd CUDA, {variant}"
+    benchmark.extra_info.update(
+        provider=provider, baseline=provider == "eager", peak_mb=torch.cuda.max_memory_allocated() / 2**20
+    )
+    benchmark.pedantic(step, rounds=10, warmup_rounds=1, iterations=1)

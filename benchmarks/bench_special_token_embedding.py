@@ -10,7 +10,7 @@ same frozen table. Peak memory is the resident high-water mark one step adds.
 
 import pytest
 import torch
-from conftest import peak_memory_mb
+from conftest import cuda_step, peak_memory_mb, requires_cuda
 from peft import TrainableTokensConfig, get_peft_model
 from torch import nn
 
@@ -62,3 +62,24 @@ def bench_special_token_embedding(benchmark, monkeypatch, provider):
     benchmark.group = f"special_token_embedding V={VOCAB} H={HIDDEN} B={BATCH} T={SEQ} K={K} fp32 fwd+bwd"
     benchmark.extra_info.update(provider=provider, baseline=provider == "peft", peak_mb=peak)
     benchmark.pedantic(step, rounds=10, warmup_rounds=1, iterations=1)
+
+
+@requires_cuda
+@pytest.mark.parametrize("provider", ["torch", "triton"])
+def bench_special_token_embedding_cuda(benchmark, monkeypatch, provider):
+    """Qwen3-8B table (H = 4096) in bf16 on the GPU, B = 8, T = 512: the compiled Triton gather and
+    K-row backward against the torch reference of the same op."""
+    monkeypatch.setenv(_dispatch.ENV_VAR, provider)
+    hidden, batch, seq = 4096, 8, 512
+    embed = nn.Embedding(VOCAB, hidden, device="cuda", dtype=torch.bfloat16)
+    special = list(range(VOCAB - K, VOCAB))
+    ids = torch.randint(0, VOCAB - K, (batch, seq), device="cuda")
+    ids[:, -K:] = torch.tensor(special, device="cuda")
+    module = SpecialTokenEmbedding(embed, special, embed.weight[special].detach())
+    grad_out = torch.randn(batch, seq, hidden, device="cuda").bfloat16()
+    step = cuda_step(lambda: torch.autograd.grad(module(ids), module.special_rows, grad_out))
+    benchmark.group = (
+        f"special_token_embedding V={VOCAB} H={hidden} B={batch} T={seq} K={K} bf16 fwd+bwd CUDA"
+    )
+    benchmark.extra_info.update(provider=provider, baseline=provider == "torch")
+    benchmark.pedantic(step, rounds=50, warmup_rounds=5, iterations=1)

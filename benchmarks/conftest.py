@@ -54,3 +54,19 @@ def peak_memory_mb(fn: Callable[[], object]) -> float:
     before = _status_kb("VmRSS")
     fn()
     return (_status_kb("VmHWM") - before) / 1024
+
+
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (times the compiled Triton kernels)"
+)
+
+
+def cuda_step(step: Callable[[], object]) -> Callable[[], object]:
+    """``step`` followed by a device synchronisation, so the benchmark's host clock times the GPU work."""
+
+    def synced():
+        out = step()
+        torch.cuda.synchronize()
+        return out
+
+    return synced
