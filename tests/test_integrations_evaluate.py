@@ -32,7 +32,7 @@ class _Oracle:
         self.slot.update({corpus[next(iter(qrels[q]))]: i for i, q in enumerate(qrels)})
         self.noise, self.instructions = noise, set()
 
-    def encode(self, texts, batch_size, max_length, instruction, normalize, convert_to_numpy):
+    def encode(self, texts, batch_size, max_length, instruction, normalize_embeddings, convert_to_numpy):
         self.instructions.add(instruction)
         out = np.full((len(texts), 64), self.noise, np.float32)
         for row, text in enumerate(texts):
