@@ -32,7 +32,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm2vec_gen import checkpoint as ckpt
-from llm2vec_gen import loading
+from llm2vec_gen import loading, precision
 from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
 from llm2vec_gen.decode import GenerateMixin
 from llm2vec_gen.fresh import initial_heads, initial_rows, with_special_tokens
@@ -120,6 +120,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         local_files_only: bool = False,
         trust_remote_code: bool = False,
         base_model: str | PreTrainedModel | None = None,
+        quantize: str | None = None,
     ) -> LLM2VecGenModel:
         """Load a released-format checkpoint (a local directory or a Hub repo id).
 
@@ -129,7 +130,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         run_config.yml's ``model_name_or_path`` unless ``base_model`` (a path, a Hub id or a loaded
         causal LM, which is copied if it must change) overrides it. dtype: ``"auto"`` follows
         run_config's torch_dtype (bf16 for the released models) as the reference; None (default)
-        is that on CUDA and fp32 on the CPU. device: CUDA when available.
+        is that on CUDA and fp32 on the CPU. device: CUDA when available. The heads, the K rows and
+        pooling stay fp32 whatever the LLM's dtype. ``quantize="int8"`` (CPU, fp32): the LLM's backbone
+        linear layers become dynamic int8 for inference (``llm2vec_gen.precision``).
         """
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise TypeError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: pass one")
@@ -137,11 +140,14 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         parts = ckpt.read_checkpoint(loading.resolve_checkpoint(name_or_path, hub), trust_remote_code)
         device = loading.default_device(device)
         dtype = loading.resolve_dtype(dtype or torch_dtype, device, parts.run_config.get("torch_dtype"))
+        precision.check_precision(dtype, quantize, device)
         name = base_model if base_model is not None else parts.base_model_name_or_path
         if name is None:
             raise ValueError(f"{parts.root}: run_config.yml has no model_name_or_path; pass base_model=")
         source = "base_model argument" if base_model is not None else "model_name_or_path in run_config.yml"
         llm = loading.load_llm(name, dtype, trust_remote_code, source, hub)
+        if quantize == "int8":
+            precision.quantize_int8(llm.base_model)
         if parts.special_rows.shape[1] != llm.config.hidden_size:
             raise ValueError(
                 f"{ckpt.ADAPTER_WEIGHTS}: rows of width {parts.special_rows.shape[1]} do not fit the base "
