@@ -5,7 +5,7 @@
 - ``positions``: position ids that count real tokens only, so a row's states do not depend on how
   much padding its batch has (RoPE is relative: the reference's arange positions give the same scores).
 - ``token_batches``: length-sorted batches of at most ``batch_size`` rows and, optionally, at most
-  ``max_batch_tokens`` padded tokens (padded width x rows).
+  ``max_batch_tokens`` padded tokens (padded width x rows); ``padded_tokens`` counts what they run.
 - ``run_split_on_oom``: runs a batch; one that raises an out-of-memory error is split in two and
   retried, down to single rows (a single row that does not fit re-raises).
 """
@@ -69,6 +69,12 @@ def token_batches(
         else:
             batches.append([i])
     return batches
+
+
+def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> int:
+    """Tokens the forward passes over ``batches`` (indices into ``lengths``) run, each batch padded to
+    its longest row; ``1 - sum(lengths) / padded_tokens`` is the share spent on padding."""
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -108,3 +108,17 @@ def test_bad_quantize_from_pretrained(checkpoint):
         LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", quantize="int4")
     with pytest.raises(ValueError, match="pass dtype=torch.float32"):
         LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", dtype="bfloat16", quantize="int8")
+
+
+@pytest.mark.parametrize(("batch_size", "zero_waste"), [(1, True), (4, False)])
+def test_cli_bench_int8_reports_padding(checkpoint, capsys, batch_size, zero_waste):
+    import json
+
+    from llm2vec_gen.cli import main
+
+    argv = ["bench", str(checkpoint), "--quantize", "int8", "--num-texts", "6", "--repeats", "1"]
+    assert main([*argv, "--batch-size", str(batch_size), "--max-batch-tokens", "64"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["padded_tokens"] >= result["tokens"] > 0
+    assert result["padding_waste"] == pytest.approx(1 - result["tokens"] / result["padded_tokens"], abs=1e-4)
+    assert (result["padding_waste"] == 0) == zero_waste

@@ -26,7 +26,7 @@ def _load_model(args: argparse.Namespace, device: str | None = None):
 
     with usage_errors(OSError, ValueError):
         return LLM2VecGenModel.from_pretrained(
-            args.checkpoint, device=device or args.device, dtype=args.dtype
+            args.checkpoint, device=device or args.device, dtype=args.dtype, quantize=args.quantize
         )
 
 
@@ -163,8 +163,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    """Throughput of encode (and decode) on this machine: texts/s and tokens/s, median of repeats."""
+    """Throughput of encode (and decode) on this machine: texts/s and tokens/s, median of repeats, and
+    the padding waste of its batches (padded_tokens: what the forward passes run)."""
     import statistics
+
+    from llm2vec_gen.batching import padded_tokens, token_batches
 
     check_model_source(args.checkpoint, "checkpoint", checkpoint_dir)
     if args.input:
@@ -176,7 +179,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         texts = [pool[i % len(pool)] for i in range(args.num_texts)]
     model = _load_model(args)
     instruction = _instruction(args)
-    tokens = sum(len(r) for r in model.tokenize(texts, max_length=args.max_length, instruction=instruction))
+    lengths = [len(r) for r in model.tokenize(texts, max_length=args.max_length, instruction=instruction)]
+    tokens = sum(lengths)
+    padded = padded_tokens(lengths, token_batches(lengths, args.batch_size, args.max_batch_tokens))
     kwargs = dict(max_length=args.max_length, batch_size=args.batch_size, instruction=instruction)
     kwargs.update(max_batch_tokens=args.max_batch_tokens)
     model.encode(texts[: args.batch_size], **kwargs)  # warm-up
@@ -187,7 +192,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     result = {"device": str(model.device), "dtype": str(model.llm.dtype), "num_texts": len(texts)}
-    result.update(tokens=tokens, encode_median_s=median, texts_per_s=len(texts) / median)
+    result.update(tokens=tokens, padded_tokens=padded, padding_waste=round(1 - tokens / padded, 4))
+    result.update(encode_median_s=median, texts_per_s=len(texts) / median)
     result["tokens_per_s"] = tokens / median
     if args.decode_tokens:
         start = time.perf_counter()
@@ -203,6 +209,8 @@ def _add_model_args(p: argparse.ArgumentParser, texts: bool = True) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--max-length", type=positive_int, default=512, help="max tokens per text (default 512)")
     add_device_args(p)
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="CPU: the LLM's linear layers in dynamic int8 (inference only)")  # fmt: skip
     if texts:
         p.add_argument("--text-field", default="text", help="text field of a record file")
         p.add_argument("--id-field", default="id", help="id field (absent: record numbers)")

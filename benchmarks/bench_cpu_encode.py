@@ -1,0 +1,136 @@
+"""Encode on the CPU against what users would pick instead: same texts, same thread count, one run.
+
+32 texts of 5-400 tokens (seeded runs of words from the bundled demo corpus), one thread, one random
+LLM of SmolLM2-135M's shape (hidden 576, 30 layers, 9/3 heads, intermediate 1536) with the real Qwen
+tokenizer's vocabulary (151,669 + K), saved as a base model and a checkpoint that every side loads:
+
+- plain transformers (``AutoModel``) with mean pooling and with last-token pooling, as
+  sentence-transformers runs a decoder embedder (length-sorted batches of 32, padded to the longest);
+- the llm2vec-gen 0.1.3 package in benchmarks/.refenv (its own encode, batches of 32 in the given
+  order), driven as in bench_reference.py;
+- this library, ``from_pretrained(ckpt)`` in fp32, ``dtype=torch.bfloat16`` and ``quantize="int8"``
+  (batches of 32, length-sorted, and the same with ``max_batch_tokens=2048``).
+
+texts/s and tokens/s (the texts' own tokens, without the K special tokens) are in extra_info.
+
+    pytest benchmarks/bench_cpu_encode.py --benchmark-only --benchmark-json=/tmp/cpu_encode.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Callable
+from importlib import resources
+
+import pytest
+import torch
+from bench_cpu_limits import SHAPES, random_llm
+from bench_reference import DRIVER, REFENV_PYTHON, _Reference
+from transformers import AutoModel
+
+from llm2vec_gen.model import LLM2VecGenModel
+from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer
+
+N_TEXTS, BATCH, MAX_LENGTH, MAX_BATCH_TOKENS, K = 32, 32, 512, 2048, 10
+SHAPE = dataclasses.replace(SHAPES["smollm2"], vocab=QWEN_VOCAB_SIZE)
+GROUP = f"encode {N_TEXTS} texts of 5-400 tokens, SmolLM2-135M shape, CPU, 1 thread"
+
+
+def corpus_texts(n: int = N_TEXTS, seed: int = 0) -> list[str]:
+    """n texts of 4..300 words (5..400 Qwen tokens), seeded runs of the demo corpus's words."""
+    lines = resources.files("llm2vec_gen").joinpath("data/demo_corpus.jsonl").read_text().splitlines()
+    words = " ".join(" ".join(json.loads(line)[k] for k in ("query", "answer")) for line in lines).split()
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        size, start = rng.randint(4, 300), rng.randrange(len(words))
+        texts.append(" ".join((words[start:] + words)[:size]))
+    return texts
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("bench_cpu_encode")
+    llm = random_llm(SHAPE)
+    llm.save_pretrained(root / "base")
+    fresh = LLM2VecGenModel.from_base(llm, qwen_tokenizer(), K, teacher_dim=384, device="cpu", seed=1)
+    with torch.no_grad():
+        fresh.special_rows.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(2))
+    fresh.save_pretrained(root / "ckpt", base_model_name_or_path=str(root / "base"))
+    del fresh, llm
+    texts = corpus_texts()
+    (root / "texts.json").write_text(json.dumps(texts))
+    tokens = sum(len(ids) for ids in qwen_tokenizer()(texts)["input_ids"])
+    return root, texts, tokens
+
+
+def _record(
+    benchmark, provider: str, fn: Callable[[], object], texts: list[str], tokens: int, rounds: int = 2
+):
+    benchmark.group = GROUP
+    benchmark.extra_info.update(provider=provider, baseline=provider.startswith("transformers, mean"))
+    benchmark.pedantic(fn, rounds=rounds)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(
+        texts_per_s=round(len(texts) / median, 2), tokens_per_s=round(tokens / median, 1),
+        threads=torch.get_num_threads(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last-token"])
+def bench_transformers(benchmark, setup, pooling):
+    root, texts, tokens = setup
+    model = AutoModel.from_pretrained(root / "base", dtype=torch.float32).eval()
+    tok = qwen_tokenizer()
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+
+    @torch.inference_mode()
+    def encode() -> torch.Tensor:
+        out = torch.empty(len(texts), SHAPE.hidden)
+        for start in range(0, len(texts), BATCH):
+            index = order[start : start + BATCH]
+            batch = tok([texts[i] for i in index], padding=True, truncation=True, max_length=MAX_LENGTH,
+                        return_tensors="pt")  # fmt: skip
+            hidden = model(**batch).last_hidden_state  # [b, T, H], left padded
+            if pooling == "mean":
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                out[index] = (hidden * mask).sum(1) / mask.sum(1)
+            else:
+                out[index] = hidden[:, -1]
+        return out
+
+    _record(benchmark, f"transformers, {pooling} pooling", encode, texts, tokens)
+
+
+@pytest.mark.skipif(not REFENV_PYTHON.exists(), reason=f"reference env absent ({REFENV_PYTHON})")
+def bench_reference_package(benchmark, setup):
+    root, texts, tokens = setup
+    reference = _Reference(
+        DRIVER, str(root / "ckpt"), str(root / "texts.json"), "--out", str(root / "ref.npy"), "--serve",
+        "--batch-size", str(BATCH), "--max-length", str(MAX_LENGTH),
+    )  # fmt: skip
+    try:
+        _record(benchmark, "llm2vec-gen 0.1.3 (fp32)", lambda: reference.ask("encode"), texts, tokens)
+        benchmark.extra_info.update(reference_versions=reference.info["versions"])
+    finally:
+        reference.close()
+
+
+@pytest.mark.parametrize(
+    ("precision", "max_batch_tokens"),
+    [("fp32", None), ("fp32", MAX_BATCH_TOKENS), ("bf16", None), ("int8", None)],
+)
+def bench_ours(benchmark, setup, precision, max_batch_tokens):
+    root, texts, tokens = setup
+    options = {"bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}.get(precision, {})
+    model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu", **options)
+    provider = f"llm2vec_gen {precision}" + (
+        f", max_batch_tokens={max_batch_tokens}" if max_batch_tokens else ""
+    )
+
+    def encode() -> torch.Tensor:
+        return model.encode(texts, MAX_LENGTH, batch_size=BATCH, max_batch_tokens=max_batch_tokens)
+
+    _record(benchmark, provider, encode, texts, tokens, rounds=1 if precision == "bf16" else 2)
