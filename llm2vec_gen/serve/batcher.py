@@ -15,10 +15,10 @@ safe to call from two threads: truncation settings are mutated per call). The ev
 4. scatters the results to their jobs; a job whose rows are all done resolves its future on the
    event loop.
 
-Results are those of ``LLM2VecGenModel.encode_ids`` / ``decode`` on the batch. A row that shares
-its batch only with rows of its own length (no padding) gets bit for bit the vector the text gets
-encoded alone; a padded row differs by rounding (about 1e-7, the CPU attention kernel sums over a
-different number of masked keys), unless ``exact_batches`` keeps lengths apart.
+Results are those of ``LLM2VecGenModel.encode_ids`` / ``decode`` on the batch: bit for bit offline
+``encode``'s when the batch holds the same texts (one request served alone), and within rounding
+otherwise (measured on the CPU: <= 1e-6 on unit vectors; a padded row goes through the attention
+kernel with more masked keys, and a one-row batch takes the BLAS gemv path in the head's addmm).
 """
 
 from __future__ import annotations
@@ -95,10 +95,8 @@ class Engine:
         metrics: Metrics,
         load: Callable[[], object],
         on_failure: Callable[[BaseException], None] | None = None,
-        exact_batches: bool = False,
     ):
         self.config, self.metrics, self._load, self._on_failure = config, metrics, load, on_failure
-        self.exact_batches = exact_batches
         self.model = None
         self.state = "loading"  # -> "ready" | "failed"
         self._inbox: list[Job] = []
@@ -191,9 +189,7 @@ class Engine:
             return
         job.prompt_tokens = sum(len(r) for r in rows)
         extra = job.max_new_tokens if job.kind == "decode" else 0
-        for i, ids in enumerate(rows):
-            row_key = (*key, len(ids)) if self.exact_batches else key
-            self._pending.append(_Row(job, i, ids, len(ids) + extra, row_key))
+        self._pending += [_Row(job, i, ids, len(ids) + extra, key) for i, ids in enumerate(rows)]
 
     def _tokenize(self, job: Job) -> list[list[int]]:
         """Token rows of ``job.texts``: over-long ones truncated (keeping the K special tokens) when

@@ -106,12 +106,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-decode-tokens", type=_positive, default=512, help="largest max_new_tokens (default 512)"
     )
-    p.add_argument(
-        "--exact-batches",
-        action="store_true",
-        help="batch only texts of equal token length: every vector bit-identical to encoding "
-        "the text alone, at a cost in throughput on mixed lengths",
-    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
 
@@ -151,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         "max_decode_tokens",
     )
     config = ServeConfig(**{name: getattr(args, name) for name in fields})
-    return serve(config, args.host, args.port, args.log_level, args.access_log, args.exact_batches)
+    return serve(config, args.host, args.port, args.log_level, args.access_log)
 
 
 def serve(
@@ -160,7 +154,6 @@ def serve(
     port: int = 8080,
     log_level: str = "info",
     access_log: bool = False,
-    exact_batches: bool = False,
 ) -> int:
     """Serves ``config`` with uvicorn until SIGTERM/SIGINT: 0, or 1 when the model failed to load.
     Call it from the main thread (it installs signal handlers)."""
@@ -182,9 +175,7 @@ def serve(
         failures.append(exc)
         server.should_exit = True
 
-    engine = Engine(
-        config, Metrics(), lambda: load_model(config), on_failure=failed, exact_batches=exact_batches
-    )
+    engine = Engine(config, Metrics(), lambda: load_model(config), on_failure=failed)
     app = create_app(config, engine)
     server = uvicorn.Server(
         uvicorn.Config(
