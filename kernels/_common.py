@@ -42,8 +42,11 @@ def compiled_kernels(fn) -> list:
     """Every compiled variant of the ``@triton.jit`` function ``fn`` launched so far in this process
     (Triton's own per-device cache), each with ``n_regs``, ``n_spills`` and ``metadata.shared``
     (bytes) once launched. For resource checks on a GPU; empty under the interpreter."""
-    caches = getattr(fn, "device_caches", {})
-    return [k for cache in caches.values() for k in cache[0].values() if hasattr(k, "metadata")]
+    if hasattr(fn, "device_caches"):  # triton >= 3.2: device -> (kernel cache, ...)
+        caches = [entry[0] for entry in fn.device_caches.values()]
+    else:  # older triton: device -> kernel cache
+        caches = list(getattr(fn, "cache", {}).values())
+    return [k for cache in caches for k in cache.values() if hasattr(k, "metadata")]
 
 
 def max_shared_memory(device: torch.device) -> int:
