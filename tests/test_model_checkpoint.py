@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from peft import PeftModel
+from reference_forward import reference_forward
 from safetensors import safe_open
-from transformers import AutoModel, AutoTokenizer
 
 from llm2vec_gen import checkpoint as ckpt
 from llm2vec_gen.loading import dtype_from_string
@@ -38,40 +37,9 @@ TEXTS = [
 ]
 
 
-def _head(path: Path) -> torch.nn.Linear:
-    saved = torch.load(path, weights_only=True)
-    state = saved["state_dict"]
-    head = torch.nn.Linear(*reversed(state["projection.weight"].shape))
-    head.load_state_dict(
-        {"weight": state["projection.weight"].float(), "bias": state["projection.bias"].float()}
-    )
-    return head
-
-
-@torch.no_grad()
 def reference_encode(path: Path, texts: list[str], max_length: int) -> torch.Tensor:
     """The reference's encode, fp32: [n, D]."""
-    run_config = yaml.safe_load((path / "run_config.yml").read_text())
-    tok = AutoTokenizer.from_pretrained(path)
-    specials = run_config["special_tokens"]
-    backbone = AutoModel.from_pretrained(run_config["model_name_or_path"], dtype=torch.float32)
-    backbone.resize_token_embeddings(len(tok))
-    encoder = PeftModel.from_pretrained(backbone, path, subfolder="encoder").eval()
-    batch = tok(
-        [t + "".join(specials) for t in texts],
-        padding=True,
-        truncation=True,
-        max_length=max_length,
-        return_tensors="pt",
-    )
-    special_ids = torch.tensor(tok.convert_tokens_to_ids(specials))
-    ids = batch["input_ids"]
-    cut = torch.isin(ids, special_ids).sum(1) < len(specials)
-    ids[cut, -len(specials) :] = special_ids
-    hidden = encoder(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state[
-        :, -len(specials) :
-    ]
-    return _head(path / "alignment_mlp")(_head(path / "reconstruction_mlp")(hidden)).mean(1)
+    return reference_forward(path, texts, max_length, torch.float32)[0]
 
 
 def _assert_cosine(actual, expected, min_cos: float = 0.99999) -> None:
