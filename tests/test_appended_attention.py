@@ -249,3 +249,15 @@ def test_cuda_head_dims_fit_hopper(monkeypatch, dim, dtype):
         assert k.n_regs <= 255
         if dtype == torch.bfloat16:
             assert k.n_spills == 0, f"{k.name} d={dim}: {k.n_spills} spilled registers"
+
+
+def test_fp64_never_runs_triton(monkeypatch):
+    """A forced triton backend hands fp64 to the torch reference (autograd's own backward)."""
+    if not _dispatch.triton_available():
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
+    inputs = _inputs(2, 4, 2, 3, 8, 5, torch.float64)
+    assert _dispatch.backend_for(inputs[0].device, torch.float64) == "torch"
+    out = appended_attention(*inputs)
+    assert type(out.grad_fn).__name__ != "_AppendedAttentionBackward"
+    assert_close(out, appended_attention_reference(*inputs))
