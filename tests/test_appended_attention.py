@@ -257,6 +257,8 @@ def test_fp64_never_runs_triton(monkeypatch):
         pytest.skip("triton is not installed")
     monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
     inputs = _inputs(2, 4, 2, 3, 8, 5, torch.float64)
+    if torch.cuda.is_available():  # CPU tensors take Triton only in the interpreter (no CUDA)
+        inputs = on_cuda(*inputs)
     assert _dispatch.backend_for(inputs[0].device, torch.float64) == "torch"
     out = appended_attention(*inputs)
     assert type(out.grad_fn).__name__ != "_AppendedAttentionBackward"
