@@ -8,7 +8,9 @@
                   (the row REPLACES the base row, as PEFT TrainableTokens does), else weight[id]
 
 The table is not empty (V, H >= 1; else ValueError naming weight's shape). Any id that is not
-special must lie in [0, V), else ValueError naming it. Backward gives a gradient only for
+special must lie in [0, V), else ValueError naming it; on a GPU that check (and special_ids'
+>= 0 / distinct) is a device-side assert, so no call waits for the device (``SpecialTokenEmbedding``
+checks its special_ids once, at build). Backward gives a gradient only for
 special_rows ([K, H], special_rows' dtype, accumulated in fp32; fp64 for fp64). ``weight`` is
 frozen: calling the op with grad mode on and ``weight.requires_grad`` raises ValueError (freeze it
 with ``weight.requires_grad_(False)``; under ``torch.no_grad()`` it is allowed).
