@@ -44,6 +44,7 @@ e = operand bytes, a stage holds one K and one V tile [BLOCK_N, BLOCK_D]:
                    d=256: M64  N64 s2  32 + 2*64 = 160 KiB
     bf16 backward  d=128: M128 N64 s3  64 + 3*32 = 160 KiB   d=256: M64  N32 s2  64 + 2*32 = 128 KiB
     fp32 forward   d=128: M128 N32 s2  64 + 2*32 = 128 KiB   d=256: M64  N16 s2  64 + 2*32 = 128 KiB
+    fp32 backward  d=128: M128 N16 s2 128 + 2*16 = 160 KiB   d=256: M32  N16 s2  64 + 2*32 = 128 KiB
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def _appended_attention_backward_kernel(
 
 def _tiles(gk: int, klen: int, dim: int, elem: int, resident: int) -> dict:
     """Block sizes, warps and stages (module docstring): ``resident`` [BLOCK_M, BLOCK_D] tiles stay
-    in shared memory beside the ``num_stages`` K/V stages; tl.dot needs every dim >= 16."""
+    in shared memory beside the ``num_stages`` K/V stages; over the budget, fewer stages first, then
+    narrower K/V tiles, then fewer rows; tl.dot needs every dim >= 16."""
     block_d = max(16, triton.next_power_of_2(dim))
     block_m = min(128 if block_d <= 128 else 64, max(16, triton.next_power_of_2(gk)))
     block_n, stages = 64, 3
@@ -194,11 +196,13 @@ def _tiles(gk: int, klen: int, dim: int, elem: int, resident: int) -> dict:
     def smem() -> int:
         return elem * (resident * block_m * block_d + stages * 2 * block_n * block_d)
 
-    while smem() > SMEM_BUDGET and (stages > 2 or block_n > 16):
+    while smem() > SMEM_BUDGET and (stages > 2 or block_n > 16 or block_m > 16):
         if stages > 2:
             stages -= 1
-        else:
+        elif block_n > 16:
             block_n //= 2
+        else:
+            block_m //= 2
     return {
         "BLOCK_M": block_m,
         "BLOCK_N": block_n,
