@@ -33,6 +33,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm2vec_gen import checkpoint as ckpt
 from llm2vec_gen import loading, precision
+from llm2vec_gen.bases import resolve_base
 from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
 from llm2vec_gen.decode import GenerateMixin
 from llm2vec_gen.fresh import initial_heads, initial_rows, with_special_tokens
@@ -142,6 +143,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         dtype = loading.resolve_dtype(dtype or torch_dtype, device, parts.run_config.get("torch_dtype"))
         precision.check_precision(dtype, quantize, device)
         name = base_model if base_model is not None else parts.base_model_name_or_path
+        name = resolve_base(name) if isinstance(name, (str, os.PathLike)) else name
         if name is None:
             raise ValueError(f"{parts.root}: run_config.yml has no model_name_or_path; pass base_model=")
         source = "base_model argument" if base_model is not None else "model_name_or_path in run_config.yml"
@@ -196,9 +198,11 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         device = loading.default_device(device)
         dtype = loading.resolve_dtype(dtype, device)
         hub = loading.HubOptions()
+        base = resolve_base(base) if isinstance(base, (str, os.PathLike)) else base
         llm = loading.load_llm(base, dtype, trust_remote_code, "from_base argument", hub)
         name = (base.name_or_path or None) if isinstance(base, PreTrainedModel) else str(base)
         if isinstance(tokenizer, str):
+            tokenizer = resolve_base(tokenizer)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
         special_tokens = special_tokens or [f"<question{i}>" for i in range(1, num_special_tokens + 1)]
         if len(special_tokens) != num_special_tokens:
