@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from conftest import available_backends, on_cuda, requires_cuda
+from conftest import available_backends, requires_cuda
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tolerances import RTOL, assert_close, assert_within_lowp_error
@@ -27,12 +27,12 @@ def small_blocks(monkeypatch):
         monkeypatch.setattr(kernels, "CHUNK_ALIGN", 2)
 
 
-def _inputs(n, dim, vocab, dtype, weight_grad=False, bias=False, ignored=0.3, magnitude=1.0):
-    hidden = (torch.randn(n, dim) * magnitude).to(dtype).requires_grad_()
-    weight = (torch.randn(vocab, dim) / math.sqrt(dim)).to(dtype).requires_grad_(weight_grad)
-    b = torch.randn(vocab).to(dtype).requires_grad_() if bias else None
-    labels = torch.randint(0, vocab, (n,))
-    labels[torch.rand(n) < ignored] = IGNORE
+def _inputs(n, dim, vocab, dtype, weight_grad=False, bias=False, ignored=0.3, magnitude=1.0, device="cpu"):
+    hidden = (torch.randn(n, dim, device=device) * magnitude).to(dtype).requires_grad_()
+    weight = (torch.randn(vocab, dim, device=device) / math.sqrt(dim)).to(dtype).requires_grad_(weight_grad)
+    b = torch.randn(vocab, device=device).to(dtype).requires_grad_() if bias else None
+    labels = torch.randint(0, vocab, (n,), device=device)
+    labels[torch.rand(n, device=device) < ignored] = IGNORE
     return hidden, weight, labels, b
 
 
@@ -303,7 +303,7 @@ def test_cuda_matches_reference(monkeypatch, dim, dtype):
     """Qwen3-4B/8B LM head (V = 151,669), 1,000 rows (a fifth ignored), trainable weight and bias,
     compiled Triton: within twice the error of the materialised computation in ``dtype``."""
     monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
-    hidden, weight, labels, b = on_cuda(*_inputs(1000, dim, 151_669, dtype, True, True, ignored=0.2))
+    hidden, weight, labels, b = _inputs(1000, dim, 151_669, dtype, True, True, ignored=0.2, device="cuda")
     loss = fused_linear_cross_entropy(hidden, weight, labels, bias=b)
     grads = _grads(loss, hidden, weight, b)
     gemm = torch.float64 if dtype == torch.float32 else dtype

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import available_backends, on_cuda, requires_cuda
+from conftest import available_backends, requires_cuda
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_close
@@ -13,13 +13,13 @@ VOCAB = 23
 SPECIAL = [2, 23, 30]  # one inside the table, one just past it, one further past it
 
 
-def _inputs(batch, seq, hidden, special=SPECIAL, dtype=torch.float32, vocab=VOCAB):
-    weight = torch.randn(vocab, hidden).to(dtype)
-    special_ids = torch.tensor(special)
-    special_rows = torch.randn(len(special), hidden, requires_grad=True)
-    ids = torch.randint(0, vocab, (batch, seq))
-    pick = torch.rand(batch, seq) < 0.4
-    ids[pick] = special_ids[torch.randint(0, len(special), (int(pick.sum()),))]
+def _inputs(batch, seq, hidden, special=SPECIAL, dtype=torch.float32, vocab=VOCAB, device="cpu"):
+    weight = torch.randn(vocab, hidden, device=device).to(dtype)
+    special_ids = torch.tensor(special, device=device)
+    special_rows = torch.randn(len(special), hidden, device=device, requires_grad=True)
+    ids = torch.randint(0, vocab, (batch, seq), device=device)
+    pick = torch.rand(batch, seq, device=device) < 0.4
+    ids[pick] = special_ids[torch.randint(0, len(special), (int(pick.sum()),), device=device)]
     return ids, weight, special_ids, special_rows
 
 
@@ -35,7 +35,7 @@ def _peft_style(ids, weight, special_ids, special_rows):
 def _check_against(ids, weight, special_ids, special_rows, expected_fn):
     """Forward equal to expected_fn's; gradient close to expected_fn's carried out in fp64."""
     out = special_token_embedding(ids, weight, special_ids, special_rows)
-    grad_out = torch.randn(out.shape).to(out.dtype)
+    grad_out = torch.randn(out.shape, device=out.device).to(out.dtype)
     (grad,) = torch.autograd.grad(out, special_rows, grad_out)
     assert out.dtype == weight.dtype and out.shape == (*ids.shape, weight.shape[1])
     assert torch.equal(out, expected_fn(ids, weight, special_ids, special_rows.detach()))
@@ -217,5 +217,5 @@ def test_cuda_matches_reference(monkeypatch, hidden, dtype):
     the forward copies rows exactly, the gradient matches the fp64 sum."""
     monkeypatch.setenv(_dispatch.ENV_VAR, "triton")
     vocab, special = 151_669, list(range(151_669, 151_679))
-    ids, weight, special_ids, rows = on_cuda(*_inputs(8, 512, hidden, special, dtype, vocab))
+    ids, weight, special_ids, rows = _inputs(8, 512, hidden, special, dtype, vocab, device="cuda")
     _check_against(ids, weight, special_ids, rows, special_token_embedding_reference)
