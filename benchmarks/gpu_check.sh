@@ -63,14 +63,14 @@ else
     || { echo "no CUDA device here: use --dry-run" >&2; exit 2; }
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv || true
   if command -v compute-sanitizer >/dev/null 2>&1; then
-    step sanitizer 100 "$OUT_DIR/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 3 \
+    step sanitizer 90 "$OUT_DIR/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 3 \
       --target-processes all "$PY" benchmarks/gpu_check.py --sections sanitize --out "$OUT_DIR/sanitize"
   else
     echo "compute-sanitizer not found: memcheck skipped" | tee -a "$STEPS"
   fi
   # shellcheck disable=SC2086
-  step cuda_tests 150 "$OUT_DIR/cuda_tests.log" "$PY" -m pytest $OPS_TESTS -k cuda -q -p no:cacheprovider
-  step driver 210 "$OUT_DIR/driver.log" "$PY" benchmarks/gpu_check.py \
+  step cuda_tests 170 "$OUT_DIR/cuda_tests.log" "$PY" -m pytest $OPS_TESTS -k cuda -q -p no:cacheprovider
+  step driver 200 "$OUT_DIR/driver.log" "$PY" benchmarks/gpu_check.py \
     --sections accuracy,timing,resources,model --out "$OUT_DIR"
 fi
 echo "== steps"
