@@ -121,7 +121,7 @@ def bench_encode_ours(benchmark, setup):
     ours, _, texts, ref_embeddings = setup
     _record(benchmark, "encode 64 texts", "llm2vec_gen (this library)", False, ours)
     emb = benchmark.pedantic(
-        lambda: ours.encode(texts, batch_size=BATCH, max_length=MAX_LENGTH),
+        lambda: ours.encode(texts, MAX_LENGTH, batch_size=BATCH, convert_to_numpy=True),
         rounds=3,
         warmup_rounds=1,
         iterations=1,
