@@ -599,12 +599,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu_check] {name}: {entry['status']} ({entry['seconds']} s)", flush=True)
         md += [f"## {name}: {entry['status']} ({entry['seconds']} s)", ""]
         md.append(_table(entry["rows"]) if "rows" in entry else f"```\n{entry['error']}```\n")
-    for key, value in report.get("steps", {}).items():
-        md.append(f"- step {key}: {value}")
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
-    (args.out / "gpu_check.md").write_text("\n".join(md) + "\n")
+        _write(args.out, report, md)  # after every section: a later timeout keeps what ran
     print("\n".join(md))
     return 1 if failed else 0
+
+
+def _write(out: Path, report: dict, md: list[str]) -> None:
+    steps = [f"- step {key}: {value}" for key, value in report.get("steps", {}).items()]
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "gpu_check.md").write_text("\n".join(md + steps) + "\n")
 
 
 if __name__ == "__main__":
