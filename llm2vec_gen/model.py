@@ -129,7 +129,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         ``local_files_only`` (for the checkpoint and the base LLM), ``dtype``/``torch_dtype``,
         ``device``, ``trust_remote_code``; any other kwarg is a TypeError naming it. The base LLM is
         run_config.yml's ``model_name_or_path`` unless ``base_model`` (a path, a Hub id or a loaded
-        causal LM, which is copied if it must change) overrides it. dtype: ``"auto"`` follows
+        causal LM, which is copied, never changed) overrides it. dtype: ``"auto"`` follows
         run_config's torch_dtype (bf16 for the released models) as the reference; None (default)
         is that on CUDA and fp32 on the CPU. device: CUDA when available. The heads, the K rows and
         pooling stay fp32 whatever the LLM's dtype. ``quantize="int8"`` (CPU, fp32): the LLM's backbone

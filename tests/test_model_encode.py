@@ -142,7 +142,14 @@ def test_output_forms(model):
     emb_np, recon_np = model.encode(TEXTS, get_recon_hidden_states=True, convert_to_numpy=True)
     assert isinstance(recon_np, np.ndarray) and recon_np.shape == (len(TEXTS), K, HIDDEN)
     assert model.encode("short", get_recon_hidden_states=True)[1].shape == (1, K, HIDDEN)
-    for iterable in ((t for t in TEXTS), tuple(TEXTS), np.array(TEXTS)):
+    import pandas as pd
+
+    for iterable in (
+        (t for t in TEXTS),
+        tuple(TEXTS),
+        np.array(TEXTS),
+        pd.Series(TEXTS, index=range(9, 3, -1)),
+    ):
         torch.testing.assert_close(model.encode(iterable), emb, rtol=1e-5, atol=1e-6)
 
 
