@@ -39,7 +39,7 @@ MINILM_NAMES = ("minilm", "all-minilm-l6-v2")
 
 
 class HFTeacher:
-    """A transformers encoder with mean or CLS pooling: ``encode(texts) -> fp32 [N, D]``.
+    """A transformers encoder with mean, CLS or last-token pooling: ``encode(texts) -> fp32 [N, D]``.
 
     ``adapters``: peft adapter directories merged into the model in order (LLM2Vec's MNTP, SimCSE).
     ``bidirectional``: run a decoder LLM without its causal mask (a [N, 1, T, T] additive mask that
@@ -57,8 +57,8 @@ class HFTeacher:
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        if pooling not in ("mean", "cls"):
-            raise InputError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if pooling not in ("mean", "cls", "last"):
+            raise InputError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -92,6 +92,10 @@ class HFTeacher:
             hidden = self.model(**enc).last_hidden_state.float()  # [N, T, D]
         if self.pooling == "cls":
             return hidden[:, 0].cpu()
+        if self.pooling == "last":  # the last real token, on either padding side
+            mask = enc["attention_mask"]
+            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
+            return hidden[torch.arange(hidden.shape[0], device=mask.device), last].cpu()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         return ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)).cpu()
 
