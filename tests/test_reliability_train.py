@@ -270,9 +270,9 @@ def test_cli_missing_inputs_exit_2_with_one_line(work, tmp_path, capsys):
 def test_cli_resume_flag_is_the_default_and_excludes_no_resume(capsys):
     parser = cli.build_parser()
     base = ["train", "d.jsonl", "c.safetensors", "out", "--base", "b"]
-    assert not parser.parse_args(base).no_resume
+    assert parser.parse_args(base).resume
     assert parser.parse_args([*base, "--resume"]).resume
-    assert parser.parse_args([*base, "--no-resume"]).no_resume
+    assert not parser.parse_args([*base, "--no-resume"]).resume
     with pytest.raises(SystemExit) as info:
         parser.parse_args([*base, "--resume", "--no-resume"])
     assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -503,8 +503,8 @@ def _python_peak(fn) -> int:
 
 def test_python_memory_of_respond_and_teach_does_not_follow_the_file(tmp_path, monkeypatch):
     """The objects respond and teach hold for 20,000 lines stay near those for 2,000 (only the id set
-    grows) and far below what reading the file into records costs: exact numbers, not RSS."""
-    from llm2vec_gen.io import records
+    grows) and far below what reading the file's rows into memory costs: exact numbers, not RSS."""
+    from llm2vec_gen.io.rows import iter_rows
 
     teach = importlib.import_module("llm2vec_gen.train.teach")
     monkeypatch.setattr(RESPOND, "generate_answers", lambda model, tok, queries, *a: ["ok"] * len(queries))
@@ -518,8 +518,7 @@ def test_python_memory_of_respond_and_teach_does_not_follow_the_file(tmp_path, m
         cache = tmp_path / f"teacher{rows}.safetensors"
         peaks["teach", rows] = _python_peak(lambda: teach.teach(answers, cache, **kw))  # noqa: B023
         assert teach.load_teacher_cache(cache)[1].shape == (rows, 8)
-    fields, names = ("id", "query"), {"id": "id", "query": "query"}
-    whole = _python_peak(lambda: records.read_records(src, fields, names))  # what streaming avoids
+    whole = _python_peak(lambda: list(iter_rows(src)))  # the file's rows in memory: what streaming avoids
     print({k: f"{v / 2**20:.1f} MiB" for k, v in peaks.items()}, f"whole file {whole / 2**20:.1f} MiB")
     for what in ("respond", "teach"):
         small, large = peaks[what, ROWS], peaks[what, LARGE]

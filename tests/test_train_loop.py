@@ -139,9 +139,9 @@ def _write_jsonl(path: Path, rows):
 @pytest.mark.parametrize(
     "rows,match",
     [
-        ([{"id": "a", "query": "q"}], "has no 'answer' field"),
-        ([{"id": "a", "answer": "x"}], "has no 'query' field"),
-        ([{"query": "q", "answer": "x"}], "has no 'id' field"),
+        ([{"id": "a", "query": "q"}], "line 1: no field 'answer'"),
+        ([{"id": "a", "answer": "x"}], "line 1: no field 'query'"),
+        ([{"query": "q", "answer": "x"}], "line 1: no field 'id'"),
         ([{"id": "a", "query": "q", "answer": "   "}], "empty 'answer'"),
         ([{"id": "a", "query": "q", "answer": "x"}, {"id": "a", "query": "r", "answer": "y"}], "repeats id"),
     ],

@@ -35,8 +35,8 @@ def _scalar(hint: Any) -> tuple[type, bool]:
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
     """Adds an option for every field of dataclass ``cls`` except ``skip``.
 
-    bool fields become ``--name / --no-name`` (``bool | None`` defaults to None: "let the program
-    decide"); int, float and str fields take one value of that type, ``None`` allowed as default.
+    bool fields become ``--name`` and ``--no-name``, mutually exclusive (``bool | None`` defaults to
+    None: "let the program decide"); int, float and str fields take one value of that type.
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -51,7 +51,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: Iter
         default = f.default
         shown = help_text if "default" in help_text else f"{help_text} (default: {default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=shown)
+            both = parser.add_mutually_exclusive_group()
+            both.add_argument(flag, dest=f.name, action="store_true", default=default, help=shown)
+            both.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", default=default)
             continue
         if kind not in (int, float, str):
             raise TypeError(f"cannot make a command-line option of {cls.__name__}.{f.name}: {kind}")
