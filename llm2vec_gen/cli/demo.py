@@ -1,4 +1,4 @@
-"""The ``demo`` command: the offline end-to-end pipeline of ``llm2vec_gen/demo.py``."""
+"""The ``demo`` command: LLM2Vec-Gen on SmolLM2-135M-Instruct, offline (``llm2vec_gen/demo.py``)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,32 @@ from pathlib import Path
 from llm2vec_gen.cli.common import positive_int
 
 DESCRIPTION = (
-    "Without --model: builds (or reuses from --cache-dir) a tiny Qwen3 with the real Qwen tokenizer, "
-    "trains LLM2Vec-Gen on the bundled corpus with the offline all-MiniLM-L6-v2 teacher, saves a "
-    "released-format checkpoint, evaluates retrieval and decodes one embedding."
+    "Converts the packaged SmolLM2-135M-Instruct GGUF once to a dense base, loads the shipped trained "
+    "special rows and heads, prints three questions with the LLM's answer and the decode of their "
+    "embedding, evaluates on human-judged data (Lee, WordSim-353) and the bundled retrieval set, and "
+    "shows a search. --train retrains the rows and heads from scratch first (slow on a CPU)."
 )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from llm2vec_gen.demo import run_demo
 
-    run_demo(args.model, Path(args.output_dir), Path(args.cache_dir), steps=args.steps,
-             batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)  # fmt: skip
+    save = Path(args.save_model) if args.save_model else None
+    run_demo(Path(args.output_dir), train=args.train, steps=args.steps, save_model=save, quick=args.quick,
+             device=args.device)  # fmt: skip
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Adds ``demo`` to the ``llm2vec-gen`` subcommands."""
-    from llm2vec_gen.tiny import cache_root
-
     p = sub.add_parser(
-        "demo", help="offline end to end: tiny Qwen3 + real tokenizer, teach, train, save, eval, decode",
+        "demo", help="offline end to end on SmolLM2-135M-Instruct: answers, decodes, evaluation, search",
         description=DESCRIPTION,
     )  # fmt: skip
-    p.add_argument("--model", default=None, help="a checkpoint dir / hub id, or a base LLM to train")
-    p.add_argument("--output-dir", default="llm2vec-gen-demo", help="where the run is written")
-    p.add_argument("--cache-dir", default=str(cache_root()), help="where the tiny base LLM is kept")
-    p.add_argument("--steps", type=positive_int, default=200, help="training steps (default 200)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output-dir", default="llm2vec-gen-demo", help="where --train writes its runs")
+    p.add_argument("--train", action="store_true", help="retrain the rows and heads from scratch first")
+    p.add_argument("--steps", type=positive_int, default=60, help="training steps with --train (default 60)")
+    p.add_argument("--save-model", metavar="DIR", help="write the released-format checkpoint to DIR")
+    p.add_argument("--quick", action="store_true", help="evaluate the demo's model only (no baselines)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_demo)

@@ -110,3 +110,16 @@ def teacher_embed(teacher, batch_size: int = 16) -> Embed:
         return out
 
     return embed
+
+
+class EmbedEncoder:
+    """An ``Embed`` behind the ``encode`` signature that ``evaluate.evaluate_retrieval`` calls; the
+    instruction is ignored (baselines embed the raw text)."""
+
+    def __init__(self, embed: Embed):
+        self.embed = embed
+
+    def encode(self, texts: Sequence[str], *, normalize: bool = False, **_ignored) -> np.ndarray:
+        """Embeddings [n, D] fp32 (L2-normalised when ``normalize``)."""
+        out = np.asarray(self.embed(list(texts)), dtype=np.float32)
+        return _unit(out).astype(np.float32) if normalize else out
