@@ -1,9 +1,9 @@
 """``llm2vec-gen serve`` through real clients: the official ``openai`` client, httpx and requests,
 against a live server on 127.0.0.1 (tiny Qwen3 checkpoint, one torch thread on both sides).
 
-Requests here are sent one at a time, so a request's texts form their batch alone: the same batch
-offline ``encode`` forms, hence bit-identical vectors (``torch.equal``). Every bad input is a 4xx
-with a JSON error in its API's shape, and the server keeps serving.
+Requests here are sent one at a time and the server may pad freely (``--max-padding 1``), so a
+request's texts form one batch alone: the batch offline ``encode`` forms, hence bit-identical
+vectors. Every bad input is a 4xx with a JSON error in its API's shape, and the server keeps serving.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def server(ckpt):
         "100000",
         "--max-decode-tokens",
         "64",
+        "--max-padding",
+        "1",
     ]
     live = LiveServer(ckpt, *options)
     live.start()

@@ -8,10 +8,10 @@ safe to call from two threads: truncation settings are mutated per call). The ev
    ``LLM2VecGenModel.tokenize``), refuses an over-long text unless the job truncates, and adds one
    row per text to the pending pool (arrival order);
 2. forgets the rows of jobs whose client went away (``Job.cancel``);
-3. takes the rows that may share a forward pass with the oldest row (same kind and options),
-   splits them into length-sorted batches under the token budget (``batching.token_batches``:
-   at most ``max_batch_size`` rows, at most ``max_batch_tokens`` padded tokens) and runs the batch
-   that holds the oldest row: one forward pass at a time, no row overtaken forever;
+3. takes the rows that may share a forward pass with the oldest row (same kind and options) and
+   runs the oldest with those of similar lengths (``scheduling.pick_batch``: at most
+   ``max_batch_size`` rows, ``max_batch_tokens`` padded tokens and ``max_padding`` padding):
+   one forward pass at a time, no row overtaken forever;
 4. scatters the results to their jobs; a job whose rows are all done resolves its future on the
    event loop.
 
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from llm2vec_gen.batching import token_batches
 from llm2vec_gen.serve.config import ServeConfig
 from llm2vec_gen.serve.errors import APIError
 from llm2vec_gen.serve.metrics import Metrics
+from llm2vec_gen.serve.scheduling import pick_batch
 
 log = logging.getLogger("llm2vec_gen.serve")
 
@@ -98,6 +98,7 @@ class Engine:
     ):
         self.config, self.metrics, self._load, self._on_failure = config, metrics, load, on_failure
         self.model = None
+        self.max_batch_tokens = 0  # the config's, or the device's default, once the model is loaded
         self.state = "loading"  # -> "ready" | "failed"
         self._inbox: list[Job] = []
         self._pending: list[_Row] = []
@@ -138,7 +139,8 @@ class Engine:
                 self._on_failure(exc)
             return
         self.state = "ready"
-        log.info("model ready: %s on %s", self.config.model_name, self.model.device)
+        log.info("model ready: %s on %s, batches of at most %d tokens", self.config.model_name,
+                 self.model.device, self.max_batch_tokens)  # fmt: skip
         while True:
             with self._wake:
                 while not (self._inbox or self._pending or self._stopping):
@@ -157,6 +159,7 @@ class Engine:
     def _start_model(self) -> None:
         warnings.filterwarnings("ignore", message=r"\d+ of \d+ texts are longer than max_length")
         self.model = model = self._load()
+        self.max_batch_tokens = self.config.batch_tokens(model.device)
         k = model.num_special_tokens
         if self.config.max_input_length <= k:
             raise ValueError(f"max_input_length={self.config.max_input_length} must exceed K={k}")
@@ -212,13 +215,12 @@ class Engine:
         return rows
 
     def _next_batch(self) -> list[_Row]:
-        """The length-sorted batch, under the token budget, that holds the oldest pending row."""
+        """The oldest pending row and the rows of its kind and options that run with it."""
         key = self._pending[0].key
         group = [r for r in self._pending if r.key == key]
-        batches = token_batches(
-            [r.cost for r in group], self.config.max_batch_size, self.config.max_batch_tokens
-        )
-        chosen = next(b for b in batches if 0 in b)
+        config = self.config
+        chosen = pick_batch([r.cost for r in group], 0, config.max_batch_size, self.max_batch_tokens,
+                            config.max_padding)  # fmt: skip
         rows = [group[i] for i in chosen]
         taken = set(map(id, rows))
         self._pending = [r for r in self._pending if id(r) not in taken]

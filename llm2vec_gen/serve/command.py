@@ -40,6 +40,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` options (their defaults are ``ServeConfig``'s)."""
     from llm2vec_gen.integrations.instructions import PROMPTS
@@ -91,11 +98,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-batch-tokens",
         type=_positive,
-        default=16_384,
-        help="padded tokens per forward pass (default 16384)",
+        default=None,
+        help="padded tokens per forward pass (default 16384 on a GPU, 2048 on a CPU)",
     )
     p.add_argument(
         "--max-batch-size", type=_positive, default=256, help="rows per forward pass (default 256)"
+    )
+    p.add_argument(
+        "--max-padding",
+        type=_fraction,
+        default=0.25,
+        help="largest fraction of a batch's tokens that may be padding (default 0.25; 1: no limit)",
     )
     p.add_argument(
         "--max-body-bytes",
@@ -141,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "max_concurrent_requests",
         "max_batch_tokens",
         "max_batch_size",
+        "max_padding",
         "max_body_bytes",
         "max_decode_tokens",
     )

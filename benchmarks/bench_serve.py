@@ -1,0 +1,152 @@
+"""``llm2vec-gen serve`` throughput and latency against offline ``encode`` of the same texts.
+
+A tiny Qwen3 (hidden 256, 4 layers, the real Qwen tokenizer, K=10, D=256) saved as a checkpoint;
+256 texts of 5..400 words (bench_encode's). The server runs in a subprocess on 127.0.0.1 with one
+torch thread, like the offline encode here (``one_thread``); the load generator is one asyncio
+httpx client in this process, each request one text to ``/v1/embeddings`` in base64 (what the
+``openai`` client asks for).
+
+- throughput: offline ``encode(texts, batch_size=32)`` (baseline) vs the server under 32
+  concurrent clients (dynamic batching) vs one request at a time;
+- latency: requests sent at a fixed rate (open loop, ``RATE`` per second for ``DURATION`` s),
+  p50 / p99 from send to answer.
+
+    pytest benchmarks/bench_serve.py --benchmark-only --benchmark-json=serve.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bench_encode import mixed_texts
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the live-server helper
+from serve_process import LiveServer  # noqa: E402
+
+httpx = pytest.importorskip("httpx")
+
+N_TEXTS, CLIENTS, RATE, DURATION = 256, 32, 20.0, 10.0
+GROUP = f"serve: {N_TEXTS} texts of 5..400 words, tiny Qwen3 H=256 L=4, 1 torch thread"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from llm2vec_gen.model import LLM2VecGenModel
+    from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer, tiny_qwen3
+
+    root = tmp_path_factory.mktemp("serve-bench")
+    llm = tiny_qwen3(QWEN_VOCAB_SIZE, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2)
+    llm.save_pretrained(root / "base")
+    model = LLM2VecGenModel.from_base(llm, qwen_tokenizer(), 10, teacher_dim=256, device="cpu")
+    model.save_pretrained(root / "ckpt", base_model_name_or_path=str(root / "base"))
+    return root / "ckpt"
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    from llm2vec_gen.model import LLM2VecGenModel
+
+    return LLM2VecGenModel.from_pretrained(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    live = LiveServer(checkpoint, "--max-concurrent-requests", "1024").start()
+    yield live
+    assert live.stop() == 0, live.tail()
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return mixed_texts(N_TEXTS, seed=1)
+
+
+async def _post(http, url: str, text: str) -> np.ndarray:
+    response = await http.post(url, json={"input": text, "model": "m", "encoding_format": "base64"})
+    response.raise_for_status()
+    return np.frombuffer(base64.b64decode(response.json()["data"][0]["embedding"]), dtype="<f4")
+
+
+def served(url: str, texts: list[str], clients: int) -> np.ndarray:
+    """[n, D] of ``texts``, one per request, ``clients`` requests in flight at a time."""
+
+    async def main() -> list[np.ndarray]:
+        out: list = [None] * len(texts)
+        todo = iter(range(len(texts)))
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+
+            async def client() -> None:
+                for i in todo:
+                    out[i] = await _post(http, url + "/v1/embeddings", texts[i])
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+        return out
+
+    return np.stack(asyncio.run(asyncio.wait_for(main(), timeout=900)))
+
+
+def fixed_rate_latencies(url: str, texts: list[str], rate: float, duration: float) -> np.ndarray:
+    """Seconds from send to answer of requests sent every 1/rate s for ``duration`` s (open loop)."""
+
+    async def main() -> list[float]:
+        async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=1024)) as http:
+
+            async def one(i: int, at: float) -> float:
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                sent = time.perf_counter()
+                await _post(http, url + "/v1/embeddings", texts[i % len(texts)])
+                return time.perf_counter() - sent
+
+            start = time.perf_counter()
+            count = int(rate * duration)
+            return await asyncio.gather(*(one(i, start + i / rate) for i in range(count)))
+
+    return np.asarray(asyncio.run(asyncio.wait_for(main(), timeout=900)))
+
+
+def _record(benchmark, provider: str, baseline: bool) -> None:
+    benchmark.group = GROUP
+    benchmark.extra_info.update(provider=provider, baseline=baseline)
+
+
+def _throughput(benchmark) -> None:
+    rate = N_TEXTS / benchmark.stats.stats.median
+    benchmark.extra_info["texts_per_s"] = rate
+    print(f"\n{benchmark.extra_info['provider']}: {rate:.1f} texts/s")
+
+
+def bench_offline_encode(benchmark, model, texts):
+    _record(benchmark, "offline encode, batch 32", True)
+    emb = benchmark.pedantic(lambda: model.encode(texts, batch_size=32), rounds=3, warmup_rounds=1)
+    _throughput(benchmark)
+    assert emb.shape == (N_TEXTS, 256)
+
+
+@pytest.mark.parametrize("clients", [CLIENTS, 1], ids=lambda c: f"{c}-clients")
+def bench_server_throughput(benchmark, server, model, texts, clients):
+    _record(benchmark, f"server, {clients} concurrent client{'s' * (clients > 1)}", False)
+    got = benchmark.pedantic(lambda: served(server.url, texts, clients), rounds=3 if clients > 1 else 1,
+                             warmup_rounds=1 if clients > 1 else 0)  # fmt: skip
+    _throughput(benchmark)
+    offline = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(got, offline, rtol=0, atol=1e-5)  # the same vectors (within rounding)
+
+
+def bench_server_latency_at_fixed_rate(benchmark, server, texts):
+    benchmark.group = f"serve latency: {RATE:g} requests/s for {DURATION:g} s, one text each"
+    benchmark.extra_info.update(provider="server", baseline=True)
+    latencies = benchmark.pedantic(lambda: fixed_rate_latencies(server.url, texts, RATE, DURATION), rounds=1)
+    p50, p99 = np.percentile(latencies, [50, 99])
+    benchmark.extra_info.update(p50_ms=1e3 * p50, p99_ms=1e3 * p99, requests=len(latencies))
+    print(
+        f"\nlatency at {RATE:g}/s: p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms over {len(latencies)} requests"
+    )
