@@ -63,3 +63,16 @@ def load_parts(model, path: str | os.PathLike):
                 )
             targets[name].copy_(value)
     return model
+
+
+def export_parts(checkpoint: str | os.PathLike, path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """The parts of a released-format ``checkpoint`` (e.g. ``runs/x/checkpoint-60``) into ``path``."""
+    from llm2vec_gen.model import LLM2VecGenModel
+
+    save_parts(LLM2VecGenModel.from_pretrained(checkpoint, device="cpu"), path, metadata)
+
+
+if __name__ == "__main__":  # python -m llm2vec_gen.trained_parts CHECKPOINT OUT.safetensors [key=value ...]
+    import sys
+
+    export_parts(sys.argv[1], sys.argv[2], dict(arg.split("=", 1) for arg in sys.argv[3:]))
