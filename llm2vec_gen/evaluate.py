@@ -11,8 +11,6 @@ Gains are linear in the relevance grade (``rel / log2(rank + 1)``), as in trec_e
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION, STS_INSTRUCTION
+from llm2vec_gen.io.rows import iter_rows
 
 RetrievalSet = tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]
 
@@ -60,8 +59,7 @@ def load_beir(path: str | Path, split: str = "test") -> RetrievalSet:
             raise FileNotFoundError(f"{needed}: missing (expected a BEIR-layout directory)")
 
     def records(name: str) -> list[dict[str, Any]]:
-        with (path / name).open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [record for _, record in iter_rows(path / name)]
 
     corpus = {
         str(r["_id"]): (str(r.get("title") or "") + " " + str(r["text"])).strip()
@@ -69,11 +67,9 @@ def load_beir(path: str | Path, split: str = "test") -> RetrievalSet:
     }
     queries = {str(r["_id"]): str(r["text"]) for r in records("queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
-    with qrels_path.open(encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t")
-        next(rows, None)
-        for row in rows:
-            qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+    for _, record in iter_rows(qrels_path):  # columns by position: query-id, corpus-id, score
+        query_id, corpus_id, score = list(record.values())[:3]
+        qrels.setdefault(query_id, {})[corpus_id] = int(float(score))
     return queries, corpus, qrels
 
 
