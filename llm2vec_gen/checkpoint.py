@@ -6,8 +6,9 @@ What loads (and what the reference loads but we refuse, with the reason):
 
 - run_config.yml in the directory, or one directory up (a training output ``<run>/checkpoint-N``);
 - a TRAINABLE_TOKENS encoder (K special rows; the encoder is the frozen base LLM): yes;
-- heads saved by the reference's ``ProjectionModel`` with size 1 and pooling_mode "linear" (every
-  released model): yes; other sizes/pooling modes: ValueError naming them;
+- heads saved by the reference's ``ProjectionModel``: size 1 and pooling_mode "linear" (every
+  released model, folded) and the others (``size`` > 1, "mean_linear", "first_<n>_linear",
+  ``heads.ProjectionHead``): yes;
 - ``save_decoder: true`` (a separately fine-tuned decoder) and a LoRA encoder: ValueError naming them.
 """
 
@@ -46,6 +47,7 @@ from llm2vec_gen.format import (
     write_run_config,
     write_tokenizer,
 )
+from llm2vec_gen.heads import head_fits
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -112,7 +114,7 @@ class Checkpoint:
     """What a checkpoint directory holds, checked for consistency (everything but the base LLM).
 
     special_rows [K, H] fp32 (the adapter's trainable_tokens_delta); recon_head H -> H and
-    align_head H -> D fp32 nn.Linear.
+    align_head H -> D fp32 (nn.Linear, or ``heads.ProjectionHead`` for the other reference heads).
     """
 
     root: Path
@@ -120,8 +122,8 @@ class Checkpoint:
     tokenizer: PreTrainedTokenizerBase
     special_tokens: list[str]
     special_rows: torch.Tensor
-    recon_head: nn.Linear
-    align_head: nn.Linear
+    recon_head: nn.Module
+    align_head: nn.Module
     encoding_mode: str
 
     @property
@@ -157,7 +159,7 @@ def read_checkpoint(root: str | os.PathLike, trust_remote_code: bool = False) ->
         )
     recon, align = read_head(root / RECON_HEAD), read_head(root / ALIGN_HEAD)
     rows = read_delta(root, len(token_indices))
-    if recon.in_features != rows.shape[1] or recon.out_features != align.in_features:
+    if not head_fits(recon, rows.shape[1]) or not head_fits(align, recon.out_features):
         raise ValueError(
             f"{root}: head sizes do not chain: rows of width {rows.shape[1]}, {RECON_HEAD} "
             f"{recon.in_features} -> {recon.out_features}, {ALIGN_HEAD} {align.in_features} -> "

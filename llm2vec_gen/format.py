@@ -39,6 +39,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from llm2vec_gen.heads import ProjectionHead
 from llm2vec_gen.io.atomic import atomic_write, fsync_dir
 
 RUN_CONFIG = "run_config.yml"
@@ -254,47 +255,47 @@ def write_adapter(
 # ------------------------------------------------------------------------------------------- heads
 
 
-def read_head(path: str | os.PathLike) -> nn.Linear:
-    """Load a reconstruction_mlp / alignment_mlp file (weights_only) as an fp32 nn.Linear."""
+def read_head(path: str | os.PathLike) -> nn.Module:
+    """Load a reconstruction_mlp / alignment_mlp file (weights_only), fp32: an nn.Linear for the
+    released heads (size 1, pooling_mode "linear"), else a ``heads.ProjectionHead``."""
     with _parsing(path):
         saved = torch.load(path, map_location="cpu", weights_only=True)
     name = Path(path).name
     try:
-        config, state = saved["config"], saved["state_dict"]
-        weight, bias = state["projection.weight"], state["projection.bias"]
-    except (KeyError, TypeError) as exc:
+        config, state = dict(saved["config"]), dict(saved["state_dict"])
+        size, mode = int(config.get("size", 1)), str(config.get("pooling_mode", "linear"))
+        weight = state["projection.weight"] if size == 1 else state["projection.0.weight"]
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
             f"{name}: expected {{'state_dict': {{'projection.weight', 'projection.bias'}}, 'config': ...}}"
         ) from exc
-    if config.get("size", 1) != 1 or config.get("pooling_mode", "linear") != "linear":
-        raise ValueError(
-            f"{name}: only size 1 and pooling_mode 'linear' heads exist in released checkpoints, got "
-            f"size {config.get('size')} and pooling_mode {config.get('pooling_mode')!r}"
-        )
     out_dim, in_dim = weight.shape
     if (config.get("input_dim", in_dim), config.get("output_dim", out_dim)) != (in_dim, out_dim):
-        raise ValueError(f"{name}: config dims disagree with projection.weight {tuple(weight.shape)}")
-    head = nn.Linear(in_dim, out_dim)
-    with torch.no_grad():
-        head.weight.copy_(weight.float())
-        head.bias.copy_(bias.float())
+        raise ValueError(f"{name}: config dims disagree with the projection weight {tuple(weight.shape)}")
+    if (size, mode) == (1, "linear"):
+        head, prefix = nn.Linear(in_dim, out_dim), "projection."
+    else:
+        head, prefix = ProjectionHead(in_dim, out_dim, size, mode), ""
+    try:
+        head.load_state_dict({k.removeprefix(prefix): v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ValueError(f"{name}: the state_dict does not fit a size-{size} {mode!r} head: {exc}") from exc
     return head
 
 
-def write_head(path: str | os.PathLike, head: nn.Linear, dtype: torch.dtype | None = None) -> None:
-    """torch.save a head in the reference's dict layout, its tensors in ``dtype`` (default: its own)."""
-    dtype = dtype or head.weight.dtype
+def write_head(path: str | os.PathLike, head: nn.Module, dtype: torch.dtype | None = None) -> None:
+    """torch.save a head (nn.Linear or ``ProjectionHead``) in the reference's dict layout, its tensors
+    in ``dtype`` (default: its own)."""
+    dtype = dtype or next(head.parameters()).dtype
+    prefix = "" if isinstance(head, ProjectionHead) else "projection."  # ProjectionHead's keys have it
     payload = {
-        "state_dict": {
-            "projection.weight": head.weight.detach().to("cpu", dtype).clone(),
-            "projection.bias": head.bias.detach().to("cpu", dtype).clone(),
-        },
+        "state_dict": {prefix + k: v.detach().to("cpu", dtype).clone() for k, v in head.state_dict().items()},
         "config": {
             "input_dim": head.in_features,
             "output_dim": head.out_features,
             "dtype": str(dtype),
-            "size": 1,
-            "pooling_mode": "linear",
+            "size": getattr(head, "size", 1),
+            "pooling_mode": getattr(head, "pooling_mode", "linear"),
         },
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))

@@ -37,6 +37,7 @@ from llm2vec_gen.bases import resolve_base
 from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
 from llm2vec_gen.decode import GenerateMixin
 from llm2vec_gen.fresh import initial_heads, initial_rows, with_special_tokens
+from llm2vec_gen.heads import head_fits, head_positions
 from llm2vec_gen.ops import encode_tail, fold_heads, special_token_embedding
 from llm2vec_gen.prefix_cache import forward_appended
 from llm2vec_gen.tokenize import check_id_rows, check_positive, check_texts, query_ids
@@ -53,8 +54,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         special_tokens     the K token strings, in order
         special_ids        LongTensor [K] (buffer): their ids (may lie past the LM's table)
         special_rows       nn.Parameter [K, H] fp32: their input embeddings (replace the base rows)
-        recon_head         nn.Linear H -> H (the "reconstruction_mlp"; nn.Identity when removed)
-        align_head         nn.Linear H -> D (the "alignment_mlp"); D is the embedding size
+        recon_head         nn.Linear H -> H (the "reconstruction_mlp"; a heads.ProjectionHead for the
+                           reference's other head kinds; nn.Identity when removed)
+        align_head         nn.Linear H -> D (the "alignment_mlp"), likewise; D is the embedding size
         num_special_tokens K
         num_encode_tokens  N of encoding_mode "last_N_tokens" (N = K in the released models)
         model              the reference's view: encoder_model, decoder_model, reconstruction_mlp,
@@ -77,12 +79,12 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         k, hidden = special_rows.shape
         if len(special_tokens) != k:
             raise ValueError(f"{len(special_tokens)} special tokens but special_rows has {k} rows")
-        if llm.config.hidden_size != hidden or recon_head.in_features != hidden:
+        if llm.config.hidden_size != hidden or not head_fits(recon_head, hidden):
             raise ValueError(
                 f"hidden sizes disagree: LLM {llm.config.hidden_size}, special_rows {hidden}, "
                 f"recon_head input {recon_head.in_features}"
             )
-        if recon_head.out_features != align_head.in_features:
+        if not head_fits(align_head, recon_head.out_features):
             raise ValueError(
                 f"recon_head gives {recon_head.out_features} features, "
                 f"align_head takes {align_head.in_features}"
@@ -240,8 +242,8 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
     @property
     def embedding_dim(self) -> int:
         """D, the size of an embedding (the teacher's dimension)."""
-        for head in (self.align_head, self.recon_head):
-            if isinstance(head, nn.Linear):
+        for head in (self.align_head, self.recon_head):  # a removed head (nn.Identity) has none
+            if hasattr(head, "out_features"):
                 return head.out_features
         return self.special_rows.shape[1]
 
@@ -364,7 +366,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         emb = torch.empty(n, self.embedding_dim, device=self.device)
         recon = None
         if get_recon_hidden_states:
-            recon = torch.empty(n, self.num_encode_tokens, hidden, device=self.device)
+            recon_positions = head_positions(self.recon_head, self.num_encode_tokens)
+            width = getattr(self.recon_head, "out_features", hidden)
+            recon = torch.empty(n, recon_positions, width, device=self.device)
 
         def run(index: list[int]) -> None:
             h = self(*self.pad([rows[i] for i in index]))  # [b, N, H]

@@ -120,9 +120,13 @@ def test_unsupported_variants_name_the_reason(released, tmp_path):
         LLM2VecGenModel.from_pretrained(lora, device="cpu")
     heads = shutil.copytree(released, tmp_path / "heads")
     saved = torch.load(heads / ckpt.ALIGN_HEAD, weights_only=True)
-    saved["config"]["pooling_mode"] = "mean_linear"
+    saved["config"]["pooling_mode"] = "max_linear"
     torch.save(saved, heads / ckpt.ALIGN_HEAD)
-    with pytest.raises(ValueError, match="pooling_mode 'mean_linear'"):
+    with pytest.raises(ValueError, match="pooling_mode 'max_linear' is not one of the reference's"):
+        LLM2VecGenModel.from_pretrained(heads, device="cpu")
+    saved["config"].update(pooling_mode="linear", size=4)  # says 4 Linears, holds one
+    torch.save(saved, heads / ckpt.ALIGN_HEAD)
+    with pytest.raises(ValueError, match="alignment_mlp: expected"):
         LLM2VecGenModel.from_pretrained(heads, device="cpu")
 
 

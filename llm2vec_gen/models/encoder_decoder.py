@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from llm2vec_gen.heads import ProjectionHead
+
 
 class ProjectionView(nn.Module):
     """The reference's ``ProjectionModel`` surface (size 1, pooling_mode "linear") over one head:
@@ -63,11 +65,22 @@ class EncoderView:
         return BaseModelOutput(last_hidden_state=hidden)
 
 
+def _view(head: nn.Module) -> nn.Module | None:
+    """A model head as the reference exposes it: a ProjectionView over an nn.Linear, a ProjectionHead
+    as is (it has ``.projection``), None for a removed head."""
+    if isinstance(head, nn.Linear):
+        return ProjectionView(head)
+    return head if isinstance(head, ProjectionHead) else None
+
+
 def _head(value: Any, name: str) -> nn.Module:
-    """What a view assignment stores as the model's head: None -> nn.Identity, a ProjectionView (or
-    the reference's ProjectionModel with a single Linear) -> its ``.projection``, an nn.Linear as is."""
+    """What a view assignment stores as the model's head: None -> nn.Identity, a ProjectionHead as is,
+    a ProjectionView (or the reference's ProjectionModel with a single Linear) -> its ``.projection``,
+    an nn.Linear as is."""
     if value is None:
         return nn.Identity()
+    if isinstance(value, ProjectionHead):
+        return value
     linear = getattr(value, "projection", value)
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"{name} must be None, an nn.Linear or a module whose .projection is one")
@@ -99,18 +112,16 @@ class EncoderDecoderView:
         return self._model.encoding_mode
 
     @property
-    def reconstruction_mlp(self) -> ProjectionView | None:
-        head = self._model.recon_head
-        return ProjectionView(head) if isinstance(head, nn.Linear) else None
+    def reconstruction_mlp(self) -> nn.Module | None:
+        return _view(self._model.recon_head)
 
     @reconstruction_mlp.setter
     def reconstruction_mlp(self, value: Any) -> None:
         self._model.recon_head = _head(value, "reconstruction_mlp")
 
     @property
-    def alignment_mlp(self) -> ProjectionView | None:
-        head = self._model.align_head
-        return ProjectionView(head) if isinstance(head, nn.Linear) else None
+    def alignment_mlp(self) -> nn.Module | None:
+        return _view(self._model.align_head)
 
     @alignment_mlp.setter
     def alignment_mlp(self, value: Any) -> None:
