@@ -1,7 +1,7 @@
-"""``python -m llm2vec_gen.serve CHECKPOINT [options]``: the same as ``llm2vec-gen serve``."""
+"""``python -m llm2vec_gen.serve CHECKPOINT [options]``: ``llm2vec-gen serve``."""
 
 import sys
 
-from llm2vec_gen.serve.command import main
+from llm2vec_gen.cli import main
 
-sys.exit(main())
+sys.exit(main(["serve", *sys.argv[1:]]))

@@ -3,18 +3,26 @@
 Importing this module is cheap (the CLI imports it for every command): it only checks that the
 ``serve`` extra is installed, raising ``ModuleNotFoundError`` naming the first missing package,
 and imports the server when the command runs. Exit status: 0 after SIGTERM/SIGINT (in-flight
-requests finished first), 1 when the model fails to load, 2 for a bad argument.
+requests finished first), 1 when the model fails to load, 2 for a bad argument (``cli.main``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import os
 import signal
-import sys
 from typing import TYPE_CHECKING
+
+from llm2vec_gen.cli.common import (
+    add_device_args,
+    check_model_source,
+    checkpoint_dir,
+    positive_int,
+    usage_errors,
+)
 
 if TYPE_CHECKING:
     from llm2vec_gen.serve.config import ServeConfig
@@ -33,13 +41,6 @@ _DESCRIPTION = (
 )
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -54,13 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="LLM2Vec-Gen checkpoint directory (or hub id)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8080, help="default 8080")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "bfloat16", "float16"],
-        help="model dtype (default: bf16 on CUDA, fp32 on CPU)",
-    )
+    add_device_args(p)
     p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
@@ -77,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-input-length",
-        type=_positive,
+        type=positive_int,
         default=512,
         help="tokens per text, with instruction and special tokens (default 512)",
     )
@@ -87,22 +82,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="cut over-long texts (keeping the special tokens) instead of answering 413",
     )
     p.add_argument(
-        "--max-client-batch-size", type=_positive, default=2048, help="texts per request (default 2048)"
+        "--max-client-batch-size", type=positive_int, default=2048, help="texts per request (default 2048)"
     )
     p.add_argument(
         "--max-concurrent-requests",
-        type=_positive,
+        type=positive_int,
         default=512,
         help="embed/decode requests served at once; more get 429 (default 512)",
     )
     p.add_argument(
         "--max-batch-tokens",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="padded tokens per forward pass (default 16384 on a GPU, 2048 on a CPU)",
     )
     p.add_argument(
-        "--max-batch-size", type=_positive, default=256, help="rows per forward pass (default 256)"
+        "--max-batch-size", type=positive_int, default=256, help="rows per forward pass (default 256)"
     )
     p.add_argument(
         "--max-padding",
@@ -112,12 +107,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-body-bytes",
-        type=_positive,
+        type=positive_int,
         default=2_000_000,
         help="larger request bodies get 413 (default 2000000)",
     )
     p.add_argument(
-        "--max-decode-tokens", type=_positive, default=512, help="largest max_new_tokens (default 512)"
+        "--max-decode-tokens", type=positive_int, default=512, help="largest max_new_tokens (default 512)"
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
@@ -132,33 +127,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the server until SIGTERM/SIGINT; the exit status."""
-    from llm2vec_gen.checkpoint import check_files
     from llm2vec_gen.serve.config import ServeConfig
 
-    if os.path.exists(args.checkpoint):
-        try:
-            check_files(args.checkpoint)
-        except FileNotFoundError as exc:
-            print(f"llm2vec-gen serve: error: {exc}", file=sys.stderr)
-            return 2
-    fields = (
-        "checkpoint",
-        "served_model_name",
-        "device",
-        "dtype",
-        "api_key",
-        "default_prompt_name",
-        "max_input_length",
-        "auto_truncate",
-        "max_client_batch_size",
-        "max_concurrent_requests",
-        "max_batch_tokens",
-        "max_batch_size",
-        "max_padding",
-        "max_body_bytes",
-        "max_decode_tokens",
-    )
-    config = ServeConfig(**{name: getattr(args, name) for name in fields})
+    check_model_source(args.checkpoint, "checkpoint", checkpoint_dir)
+    with usage_errors(ValueError):
+        config = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
     return serve(config, args.host, args.port, args.log_level, args.access_log)
 
 
@@ -214,10 +187,3 @@ def serve(
 
 def _handled(sig: int, frame: object) -> None:
     """The signal uvicorn re-raises after its graceful shutdown: nothing more to do."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m llm2vec_gen.serve``: the same options as ``llm2vec-gen serve``."""
-    parser = argparse.ArgumentParser(prog="llm2vec-gen serve", description=_DESCRIPTION)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
