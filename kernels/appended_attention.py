@@ -32,19 +32,21 @@ and writes a partial dq; split 0 also does the appended block and writes that ro
 dv of the K appended keys (summed over its G heads). The launcher sums the partials in a fixed order
 (deterministic, no atomics). Splits are used only when B * hkv * row tiles leaves SMs idle.
 
-Tiles per head dim (BLOCK_D = next_pow2(d): d = 80 runs in a 128-wide tile), from the budget below;
-e = operand bytes, a stage holds one K and one V tile [BLOCK_N, BLOCK_D]:
+Tiles per head dim (BLOCK_D = next_pow2(d): d = 80 runs in a 128-wide tile). Shared memory from
+the budget below; registers from ptxas for sm_90 (``benchmarks/triton_compile_check.py``, which
+compiles every variant without a GPU); e = operand bytes, a stage holds one K and one V tile:
 
     shared ~ e * (R * BLOCK_M * BLOCK_D + stages * 2 * BLOCK_N * BLOCK_D) <= 160 KiB of Hopper's
     227 KiB per block (headroom for Triton's layout-conversion scratch); R = 1 (Q) forward,
-    2 (Q, dO) backward. Registers: the fp32 accumulator [BLOCK_M, BLOCK_D] over 32 * num_warps
-    threads stays at <= 64 per thread (8 warps from BLOCK_M * BLOCK_D = 8192 up).
+    2 (Q, dO) backward. Registers: <= 255 per thread with no spills in the bf16 / fp16 paths.
 
-    bf16 forward   d=64:  M128 N64 s3  16 + 3*16 =  64 KiB   d=128: M128 N64 s3  32 + 3*32 = 128 KiB
-                   d=256: M64  N64 s2  32 + 2*64 = 160 KiB
-    bf16 backward  d=128: M128 N64 s3  64 + 3*32 = 160 KiB   d=256: M64  N32 s2  64 + 2*32 = 128 KiB
-    fp32 forward   d=128: M128 N32 s2  64 + 2*32 = 128 KiB   d=256: M64  N16 s2  64 + 2*32 = 128 KiB
-    fp32 backward  d=128: M128 N16 s2 128 + 2*16 = 160 KiB   d=256: M32  N16 s2  64 + 2*32 = 128 KiB
+    G*K = 40 (Qwen3: 32 heads / 8 KV heads, K = 10), bf16:
+    forward   d=64:  M64 N64 s3 4 warps  56 KiB   d=128: M64 N64 s3 8 warps 112 KiB (248 regs)
+              d=256: M64 N64 s2 8 warps 160 KiB (255 regs, no spills)
+    backward  d=64:  M64 N32 s3 4 warps  40 KiB   d=128: M64 N32 s3 8 warps  80 KiB (235 regs)
+              d=256: M32 N32 s3 8 warps 128 KiB (254 regs; 32 rows: mma.sync, not wgmma)
+    G*K = 70 (Qwen2.5-7B, d=128): forward one 128-row tile (254 regs), backward two 64-row tiles
+    (128 rows spill 956 B). fp32 operands take at most 64 rows and 32 keys.
 """
 
 from __future__ import annotations
@@ -60,12 +62,13 @@ SMEM_BUDGET = 160 * 1024
 
 
 @triton.jit
-def _cache_tile(KC, VC, PM, b, bh, L, D, n, d, d_ok, DOT: tl.constexpr):
-    """Rows n of the prefix cache of (batch b, KV head bh): the mask [BLOCK_N] (False past L) and
-    K, V tiles [BLOCK_N, BLOCK_D] in the dot dtype, zero past L (pads are loaded as they are)."""
+def _cache_tile(KC, VC, PM, L, D, n, d, d_ok, DOT: tl.constexpr):
+    """Rows n (int32) of one (batch, KV head)'s prefix cache (KC, VC, PM point at its start): the
+    mask [BLOCK_N] (False past L) and K, V tiles [BLOCK_N, BLOCK_D] in the dot dtype, zero past L
+    (pads are loaded as they are). 32-bit offsets within the slice keep the address registers few."""
     in_l = n < L
-    valid = tl.load(PM + b * L + n, mask=in_l, other=0) != 0
-    c_off = bh * L * D + n[:, None] * D + d[None, :]
+    valid = tl.load(PM + n, mask=in_l, other=0) != 0
+    c_off = n[:, None] * D + d[None, :]
     c_mask = in_l[:, None] & d_ok[None, :]
     kc = tl.load(KC + c_off, mask=c_mask, other=0.0).to(DOT)
     vc = tl.load(VC + c_off, mask=c_mask, other=0.0).to(DOT)
@@ -93,29 +96,37 @@ def _appended_attention_forward_kernel(
     DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     bh = tl.program_id(1).to(tl.int64)  # b * HKV + kv
     b = bh // HKV
+    KC += bh * L * D  # this (batch, kv head)'s slices; offsets below are 32-bit within them
+    VC += bh * L * D
+    PM += b * L
+    Q += bh * GK * D
+    OUT += bh * GK * D
+    LSE += bh * GK
     row_ok = rows < GK
     qi = rows % KLEN
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-    r_off = bh * GK * D + rows[:, None] * D + d[None, :]
+    r_off = rows[:, None] * D + d[None, :]
     r_mask = row_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + r_off, mask=r_mask, other=0.0).to(DOT)
 
     # Appended keys first: key 0 is visible to every row, so m_i is finite from here on.
+    # (Names of [BLOCK_M, BLOCK_K] tiles differ from the loop's [BLOCK_M, BLOCK_N] ones: a name
+    # assigned before a loop and in it is loop-carried and must keep its shape.)
     j, j_ok, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K, DOT)
-    s = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
-    s = tl.where((j[None, :] <= qi[:, None]) & j_ok[None, :], s, float("-inf"))
-    m_i = tl.max(s, axis=1)
-    p = tl.math.exp2(s - m_i[:, None])
-    l_i = tl.sum(p, axis=1)
-    acc = tl.dot(p.to(DOT), v_app, input_precision=PREC)
+    s_app = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
+    s_app = tl.where((j[None, :] <= qi[:, None]) & j_ok[None, :], s_app, float("-inf"))
+    m_i = tl.max(s_app, axis=1)
+    p_app = tl.math.exp2(s_app - m_i[:, None])
+    l_i = tl.sum(p_app, axis=1)
+    acc = tl.dot(p_app.to(DOT), v_app, input_precision=PREC)
 
     n_base = tl.arange(0, BLOCK_N)
     for n0 in range(0, L, BLOCK_N):
-        valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n0 + n_base, d, d_ok, DOT)
+        valid, kc, vc = _cache_tile(KC, VC, PM, L, D, n0 + n_base, d, d_ok, DOT)
         s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -127,45 +138,52 @@ def _appended_attention_forward_kernel(
 
     out = acc / l_i[:, None]
     tl.store(OUT + r_off, out.to(OUT.dtype.element_ty), mask=r_mask)
-    tl.store(LSE + bh * GK + rows, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=row_ok)
+    tl.store(LSE + rows, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
 def _appended_attention_backward_kernel(
-    Q, K, V, KC, VC, PM, OUT, LSE, DO, DQP, DKP, DVP,
+    Q, K, V, KC, VC, PM, DELTA, LSE, DO, DQP, DKP, DVP,
     HKV, L, D, GK, KLEN, NBH, TILES_PER_SPLIT,
     scale, qk_scale,
     DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    m = tl.program_id(0).to(tl.int64)
-    split = tl.program_id(1).to(tl.int64)
+    m = tl.program_id(0)
+    split = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
     b = bh // HKV
+    KC += bh * L * D  # this (batch, kv head)'s slices; offsets below are 32-bit within them
+    VC += bh * L * D
+    PM += b * L
+    Q += bh * GK * D
+    DO += bh * GK * D
+    DQP += (split.to(tl.int64) * NBH + bh) * GK * D
+    LSE += bh * GK
+    DELTA += bh * GK
     rows = m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < GK
     qi = rows % KLEN
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-    r_off = bh * GK * D + rows[:, None] * D + d[None, :]
+    r_off = rows[:, None] * D + d[None, :]
     r_mask = row_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + r_off, mask=r_mask, other=0.0).to(DOT)
     do = tl.load(DO + r_off, mask=r_mask, other=0.0).to(DOT)
-    o = tl.load(OUT + r_off, mask=r_mask, other=0.0).to(tl.float32)
-    lse2 = tl.load(LSE + bh * GK + rows, mask=row_ok, other=0.0) * 1.4426950408889634
-    delta = tl.sum(do.to(tl.float32) * o, axis=1)
+    lse2 = tl.load(LSE + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + rows, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     if split == 0:
         j, j_ok, k_app, v_app = _appended_tile(K, V, bh, KLEN, D, d, d_ok, BLOCK_K, DOT)
-        s = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
+        s_app = tl.dot(q, tl.trans(k_app), input_precision=PREC) * qk_scale
         allowed = (j[None, :] <= qi[:, None]) & j_ok[None, :] & row_ok[:, None]
-        p = tl.where(allowed, tl.math.exp2(s - lse2[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v_app), input_precision=PREC)
-        ds = (p * (dp - delta[:, None])).to(DOT)
-        dq = tl.dot(ds, k_app, dq, input_precision=PREC)
-        dk = tl.dot(tl.trans(ds), q, input_precision=PREC)
-        dv = tl.dot(tl.trans(p.to(DOT)), do, input_precision=PREC)
+        p_app = tl.where(allowed, tl.math.exp2(s_app - lse2[:, None]), 0.0)
+        dp_app = tl.dot(do, tl.trans(v_app), input_precision=PREC)
+        ds_app = (p_app * (dp_app - delta[:, None])).to(DOT)
+        dq = tl.dot(ds_app, k_app, dq, input_precision=PREC)
+        dk = tl.dot(tl.trans(ds_app), q, input_precision=PREC)
+        dv = tl.dot(tl.trans(p_app.to(DOT)), do, input_precision=PREC)
         kv_off = (m * NBH + bh) * KLEN * D + j[:, None] * D + d[None, :]
         kv_mask = j_ok[:, None] & d_ok[None, :]
         tl.store(DKP + kv_off, dk * scale, mask=kv_mask)
@@ -175,14 +193,14 @@ def _appended_attention_backward_kernel(
     n_start = split * TILES_PER_SPLIT * BLOCK_N
     n_stop = tl.minimum(n_start + TILES_PER_SPLIT * BLOCK_N, L)
     for n0 in range(n_start, n_stop, BLOCK_N):
-        valid, kc, vc = _cache_tile(KC, VC, PM, b, bh, L, D, n0 + n_base, d, d_ok, DOT)
+        valid, kc, vc = _cache_tile(KC, VC, PM, L, D, n0 + n_base, d, d_ok, DOT)
         s = tl.dot(q, tl.trans(kc), input_precision=PREC) * qk_scale
         p = tl.where(valid[None, :] & row_ok[:, None], tl.math.exp2(s - lse2[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(vc), input_precision=PREC)
         ds = (p * (dp - delta[:, None])).to(DOT)
         dq = tl.dot(ds, kc, dq, input_precision=PREC)
 
-    tl.store(DQP + split * NBH * GK * D + r_off, dq * scale, mask=r_mask)
+    tl.store(DQP + r_off, dq * scale, mask=r_mask)
 
 
 def _tiles(gk: int, klen: int, dim: int, elem: int, resident: int) -> dict:
@@ -190,8 +208,16 @@ def _tiles(gk: int, klen: int, dim: int, elem: int, resident: int) -> dict:
     in shared memory beside the ``num_stages`` K/V stages; over the budget, fewer stages first, then
     narrower K/V tiles, then fewer rows; tl.dot needs every dim >= 16."""
     block_d = max(16, triton.next_power_of_2(dim))
-    block_m = min(128 if block_d <= 128 else 64, max(16, triton.next_power_of_2(gk)))
-    block_n, stages = 64, 3
+    # Row and key caps from the registers ptxas reports for sm_90 (benchmarks/triton_compile_check.py):
+    # the backward keeps four [BLOCK_M, BLOCK_N] fp32 tiles (S, P, dP, dS) beside dq, so at most 64
+    # rows and 32 keys (d=128: 235 registers, no spills; 128 rows or 64 keys spill); at d=256 only
+    # 32 rows fit without spills (no wgmma below 64 rows, mma.sync instead); fp32 operands take
+    # twice the registers: 64 rows and 32 keys (forward d=128: 13.8 KB spilled at 64 keys, 0.2 at 32).
+    rows_cap = 128 if block_d <= 128 and resident == 1 and elem == 2 else 64
+    if resident == 2 and block_d > 128:
+        rows_cap = 32
+    block_m = min(rows_cap, max(16, triton.next_power_of_2(gk)))
+    block_n, stages = (64 if resident == 1 and elem == 2 else 32), 3
 
     def smem() -> int:
         return elem * (resident * block_m * block_d + stages * 2 * block_n * block_d)
@@ -281,11 +307,13 @@ def appended_attention_backward(
     per_split = tiles_per_split or _splits(row_tiles * batch * hkv, n_tiles, q.device)
     splits = max(1, triton.cdiv(n_tiles, per_split))
     f32 = {"device": q.device, "dtype": torch.float32}
+    grad_out = grad_out.contiguous()
+    delta = (grad_out.float() * out.float()).sum(-1)  # [B, h, K] rowsum(dO * O), as flash-attention
     dq_part = torch.empty(splits, *q.shape, **f32)
     dk_part = torch.empty(row_tiles, *k.shape, **f32)
     dv_part = torch.empty(row_tiles, *v.shape, **f32)
     _appended_attention_backward_kernel[(row_tiles, splits, batch * hkv)](
-        q, k, v, k_cache, v_cache, prefix_mask.view(torch.uint8), out, lse, grad_out.contiguous(),
+        q, k, v, k_cache, v_cache, prefix_mask.view(torch.uint8), delta, lse, grad_out,
         dq_part, dk_part, dv_part,
         hkv, length, dim, gk, klen, batch * hkv, per_split,
         scale, scale * _LOG2E,
