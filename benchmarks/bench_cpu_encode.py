@@ -5,11 +5,11 @@ LLM of SmolLM2-135M's shape (hidden 576, 30 layers, 9/3 heads, intermediate 1536
 tokenizer's vocabulary (151,669 + K), saved as a base model and a checkpoint that every side loads:
 
 - plain transformers (``AutoModel``) with mean pooling and with last-token pooling, as
-  sentence-transformers runs a decoder embedder (length-sorted batches of 32, padded to the longest);
-- the llm2vec-gen 0.1.3 package in benchmarks/.refenv (its own encode, batches of 32 in the given
+  sentence-transformers runs a decoder embedder (length-sorted batches of 8, padded to the longest);
+- the llm2vec-gen 0.1.3 package in benchmarks/.refenv (its own encode, batches of 8 in the given
   order), driven as in bench_reference.py;
 - this library, ``from_pretrained(ckpt)`` in fp32, ``dtype=torch.bfloat16`` and ``quantize="int8"``
-  (batches of 32, length-sorted, and the same with ``max_batch_tokens=2048``).
+  (batches of 8, length-sorted, and the same with ``max_batch_tokens=1024``).
 
 texts/s and tokens/s (the texts' own tokens, without the K special tokens) are in extra_info, and for
 this library the worst and mean per-row cosine of its embeddings against its fp32 ones.
@@ -34,7 +34,7 @@ from transformers import AutoModel
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer
 
-N_TEXTS, BATCH, MAX_LENGTH, MAX_BATCH_TOKENS, K = 32, 32, 512, 2048, 10
+N_TEXTS, BATCH, MAX_LENGTH, MAX_BATCH_TOKENS, K = 32, 8, 512, 1024, 10
 SHAPE = dataclasses.replace(SHAPES["smollm2"], vocab=QWEN_VOCAB_SIZE)
 FP32_EMBEDDINGS: dict[str, torch.Tensor] = {}  # this library's fp32 embeddings, the quality reference
 GROUP = f"encode {N_TEXTS} texts of 5-400 tokens, SmolLM2-135M shape, CPU, 1 thread"

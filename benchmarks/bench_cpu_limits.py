@@ -5,8 +5,8 @@
    fp32 out), M=2048 (tokens), K=1024, N=3072 (a Qwen3-0.6B MLP projection).
 2. The model FLOPs/s that ``LLM2VecGenModel.encode_ids`` reaches on real model shapes with random
    weights (SmolLM2-135M: hidden 576, 30 layers, 9/3 heads, intermediate 1536, vocab 49,152;
-   Qwen3-0.6B: hidden 1024, 28 layers, 16/8 heads of 128, intermediate 3072) over 32 rows of 5-400
-   tokens (+ the K=10 special tokens), token-budget batches of at most 2,048 padded tokens.
+   Qwen3-0.6B: hidden 1024, 28 layers, 16/8 heads of 128, intermediate 3072) over 16 rows of 5-400
+   tokens (+ the K=10 special tokens), token-budget batches of at most 1,024 padded tokens.
    Model FLOPs count the useful work only: 2 x the backbone's linear weights per real token plus the
    causal attention (QK^T and PV over real tokens); padding, norms, RoPE and activations are not
    counted, so efficiency = model FLOPs/s / GEMM rate of the same precision shows what they cost.
@@ -38,7 +38,7 @@ from llm2vec_gen.precision import quantize_int8
 from llm2vec_gen.tiny import qwen_tokenizer
 
 GEMM_M, GEMM_K, GEMM_N = 2048, 1024, 3072
-N_ROWS, MIN_TOKENS, MAX_TOKENS, MAX_BATCH_TOKENS, K = 32, 5, 400, 2048, 10
+N_ROWS, MIN_TOKENS, MAX_TOKENS, MAX_BATCH_TOKENS, K = 16, 5, 400, 1024, 10
 PRECISIONS = ("fp32", "bf16", "int8")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,7 +172,7 @@ def bench_encode_flops(benchmark, fp32_encoder, precision):
         f"max_batch_tokens={MAX_BATCH_TOKENS}, 1 thread"
     )
     benchmark.extra_info.update(provider=precision, baseline=precision == "fp32")
-    rounds = 1 if precision == "bf16" else 2  # passes of 10-80 s: the first one is not discarded
+    rounds = 1 if precision == "bf16" else 2  # passes of 5-40 s: the first one is not discarded
     benchmark.pedantic(lambda: model.encode_ids(rows, max_batch_tokens=MAX_BATCH_TOKENS), rounds=rounds)
     rate = shape.encode_flops(lengths) / benchmark.stats.stats.median / 1e9
     benchmark.extra_info.update(
