@@ -2,7 +2,8 @@
 # The GPU check, one command on a CUDA machine (sized for under 8 minutes on one H100 / H200):
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # default: $OUT, else benchmarks/results/gpu
-#   bash benchmarks/gpu_check.sh --dry-run        # CPU, Triton interpreter, tiny shapes: does it run?
+#   bash benchmarks/gpu_check.sh --dry-run        # no GPU: the driver on the CPU interpreter at tiny
+#                                                 # shapes (does it run?) + every kernel compiled for sm_90
 #
 # Steps, each with its own time limit; a failed step is recorded and the next one still runs:
 #   1. compute-sanitizer memcheck over every op at small ragged shapes (skipped, with a message,
@@ -58,6 +59,9 @@ if [ "$DRY" = 1 ]; then
   echo "cuda_tests skipped (dry run: they need a GPU)" >>"$STEPS"
   step driver 600 "$OUT_DIR/driver.log" "$PY" benchmarks/gpu_check.py --dry-run \
     --sections accuracy,resources,timing,model,sanitize --out "$OUT_DIR"
+  # Without a GPU the kernels still compile for sm_90: shared memory, registers, spills, wgmma.
+  step sm90_compile 900 "$OUT_DIR/sm90_compile.log" env -u TRITON_INTERPRET "$PY" \
+    benchmarks/triton_compile_check.py --json "$OUT_DIR/sm90_compile.json"
 else
   "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" \
     || { echo "no CUDA device here: use --dry-run" >&2; exit 2; }

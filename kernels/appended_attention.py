@@ -31,6 +31,8 @@ Backward: grid (row tile, L split, batch x kv head). Split s walks its share of 
 and writes a partial dq; split 0 also does the appended block and writes that row tile's partial dk,
 dv of the K appended keys (summed over its G heads). The launcher sums the partials in a fixed order
 (deterministic, no atomics). Splits are used only when B * hkv * row tiles leaves SMs idle.
+delta = rowsum(dO * O) [B, h, K] is computed by the launcher first (as flash-attention's
+preprocessing kernel does), so the kernel never holds the fp32 O tile.
 
 Tiles per head dim (BLOCK_D = next_pow2(d): d = 80 runs in a 128-wide tile). Shared memory from
 the budget below; registers from ptxas for sm_90 (``benchmarks/triton_compile_check.py``, which
