@@ -24,6 +24,7 @@ from llm2vec_gen.integrations.instructions import PROMPTS
 KEY = "test-key-1234"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LIMIT = 64  # --max-input-length
+DEFAULT = PROMPTS["query"]  # --default-prompt-name query
 LONG = "a long text of many words " * 40  # > LIMIT tokens
 
 
@@ -44,6 +45,8 @@ def server(ckpt):
         "64",
         "--max-padding",
         "1",
+        "--default-prompt-name",
+        "query",
     ]
     live = LiveServer(ckpt, *options)
     live.start()
@@ -60,8 +63,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def offline(model, texts, **kwargs) -> np.ndarray:
-    return model.encode(texts, convert_to_numpy=True, **kwargs)
+def offline(model, texts, instruction=DEFAULT, **kwargs) -> np.ndarray:
+    """Offline encode as the server encodes (its default prompt unless another instruction)."""
+    return model.encode(texts, convert_to_numpy=True, instruction=instruction, **kwargs)
+
+
+def tokens(model, texts) -> int:
+    return sum(len(r) for r in model.tokenize(texts, instruction=DEFAULT))
 
 
 def test_openai_client_one_text_batch_and_base64(server, model):
@@ -70,7 +78,7 @@ def test_openai_client_one_text_batch_and_base64(server, model):
     assert one.model == "tiny" and one.object == "list" and len(one.data) == 1
     expected = offline(model, [TEXTS[0]], normalize_embeddings=True)
     np.testing.assert_array_equal(np.asarray(one.data[0].embedding, dtype=np.float32), expected[0])
-    assert one.usage.prompt_tokens == one.usage.total_tokens == len(model.tokenize([TEXTS[0]])[0])
+    assert one.usage.prompt_tokens == one.usage.total_tokens == tokens(model, [TEXTS[0]])
 
     expected = offline(model, TEXTS, normalize_embeddings=True)
     floats = client.embeddings.create(model="tiny", input=TEXTS, encoding_format="float")
@@ -81,17 +89,17 @@ def test_openai_client_one_text_batch_and_base64(server, model):
         np.testing.assert_array_equal(
             np.stack([np.asarray(d.embedding, np.float32) for d in batch.data]), expected
         )
-        assert batch.usage.prompt_tokens == sum(len(r) for r in model.tokenize(TEXTS))
+        assert batch.usage.prompt_tokens == tokens(model, TEXTS)
     decoded = [np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in explicit.data]
     np.testing.assert_array_equal(np.stack(decoded), expected)
 
 
 def test_embed_normalize_and_prompt_name(server, model):
-    body = {"inputs": TEXTS[:5], "normalize": False, "prompt_name": "query"}
+    body = {"inputs": TEXTS[:5], "normalize": False, "prompt_name": "document"}
     got = np.asarray(
         requests.post(server.url + "/embed", json=body, headers=AUTH, timeout=60).json(), np.float32
     )
-    np.testing.assert_array_equal(got, offline(model, TEXTS[:5], instruction=PROMPTS["query"]))
+    np.testing.assert_array_equal(got, offline(model, TEXTS[:5], instruction=PROMPTS["document"]))
     unit = requests.post(server.url + "/embed", json={"inputs": TEXTS[5]}, headers=AUTH, timeout=60).json()
     np.testing.assert_array_equal(
         np.asarray(unit, np.float32), offline(model, [TEXTS[5]], normalize_embeddings=True)
@@ -115,8 +123,10 @@ def test_decode_texts_and_recon_states(server, model):
     body = {"inputs": TEXTS[:4], "max_new_tokens": 12}
     answer = httpx.post(server.url + "/decode", json=body, headers=AUTH, timeout=120).json()
     assert [d["index"] for d in answer["data"]] == [0, 1, 2, 3]
-    assert [d["text"] for d in answer["data"]] == model.decode(TEXTS[:4], max_new_tokens=12)
-    assert answer["usage"]["prompt_tokens"] == sum(len(r) for r in model.tokenize(TEXTS[:4]))
+    assert [d["text"] for d in answer["data"]] == model.decode(
+        TEXTS[:4], max_new_tokens=12, instruction=DEFAULT
+    )
+    assert answer["usage"]["prompt_tokens"] == tokens(model, TEXTS[:4])
 
     _, recon = model.encode(TEXTS[4:7], get_recon_hidden_states=True)
     body = {"recon_states": recon.tolist(), "max_new_tokens": 9}
