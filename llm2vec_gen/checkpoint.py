@@ -9,7 +9,9 @@ What loads (and what the reference loads but we refuse, with the reason):
 - heads saved by the reference's ``ProjectionModel``: size 1 and pooling_mode "linear" (every
   released model, folded) and the others (``size`` > 1, "mean_linear", "first_<n>_linear",
   ``heads.ProjectionHead``): yes;
-- ``save_decoder: true`` (a separately fine-tuned decoder) and a LoRA encoder: ValueError naming them.
+- a LoRA encoder (the "supervised" recipe): yes, its deltas on the encoder path only
+  (``llm2vec_gen.lora``; such a model is not saved back);
+- ``save_decoder: true`` (a separately fine-tuned decoder): ValueError naming it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from llm2vec_gen.format import (
     read_delta,
     read_encoder_decoder_config,
     read_head,
+    read_json,
     read_run_config,
     read_token_indices,
     write_adapter,
@@ -48,6 +51,7 @@ from llm2vec_gen.format import (
     write_tokenizer,
 )
 from llm2vec_gen.heads import head_fits
+from llm2vec_gen.lora import LoRAWeights, check_lora_config, read_lora
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -125,6 +129,7 @@ class Checkpoint:
     recon_head: nn.Module
     align_head: nn.Module
     encoding_mode: str
+    lora: LoRAWeights | None = None  # a LoRA encoder's deltas (llm2vec_gen.lora)
 
     @property
     def base_model_name_or_path(self) -> str | None:
@@ -167,7 +172,12 @@ def read_checkpoint(root: str | os.PathLike, trust_remote_code: bool = False) ->
         )
     encoding_mode = str(enc_dec.get("encoding_mode") or run_config.get("encoding_mode"))
     encoding_tokens(encoding_mode, len(token_indices))
-    return Checkpoint(root, run_config, tokenizer, list(special_tokens), rows, recon, align, encoding_mode)
+    adapter = read_json(root / ADAPTER_CONFIG)
+    lora = None
+    if adapter.get("peft_type") == "LORA":
+        lora = read_lora(root / ADAPTER_WEIGHTS, check_lora_config(adapter, ADAPTER_CONFIG))
+    parts = (root, run_config, tokenizer, list(special_tokens), rows, recon, align, encoding_mode, lora)
+    return Checkpoint(*parts)
 
 
 @torch.no_grad()

@@ -178,20 +178,18 @@ def encoding_tokens(encoding_mode: str, num_special_tokens: int) -> int:
 
 
 def read_token_indices(path: str | os.PathLike) -> list[int]:
-    """token_indices (the K special ids) of ``path``/encoder/adapter_config.json."""
+    """The K special ids of ``path``/encoder/adapter_config.json: token_indices (TRAINABLE_TOKENS) or
+    trainable_token_indices["embed_tokens"] (a LoRA encoder)."""
     config = read_json(Path(path) / ADAPTER_CONFIG)
-    if config.get("peft_type") == "LORA":
-        raise ValueError(
-            f"{ADAPTER_CONFIG}: a LoRA encoder (the reference's 'supervised' recipe, apply_peft with "
-            "trainable_token_indices) is not supported yet: only TRAINABLE_TOKENS encoders, whose "
-            "encoder is the frozen base LLM, load here"
-        )
-    if config.get("peft_type") != "TRAINABLE_TOKENS":
+    if config.get("peft_type") == "LORA":  # the "supervised" recipe: LoRA + trainable_token_indices
+        indices = (config.get("trainable_token_indices") or {}).get("embed_tokens")
+    elif config.get("peft_type") == "TRAINABLE_TOKENS":
+        indices = config.get("token_indices")
+    else:
         raise ValueError(
             f"{ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r} is not supported "
-            "(LLM2Vec-Gen encoders are TRAINABLE_TOKENS adapters)"
+            "(LLM2Vec-Gen encoders are TRAINABLE_TOKENS or LORA with trainable_token_indices adapters)"
         )
-    indices = config.get("token_indices")
     if not isinstance(indices, list) or not indices:
         raise ValueError(f"{ADAPTER_CONFIG}: token_indices must be a non-empty list, got {indices!r}")
     return [int(i) for i in indices]

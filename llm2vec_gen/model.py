@@ -23,6 +23,7 @@ where models come from in ``llm2vec_gen.loading``; the reference's ``model.model
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on
 from llm2vec_gen.decode import GenerateMixin
 from llm2vec_gen.fresh import initial_heads, initial_rows, with_special_tokens
 from llm2vec_gen.heads import head_fits, head_positions
+from llm2vec_gen.lora import LoRASwitch, apply_encoder_lora, encoder_deltas
 from llm2vec_gen.ops import encode_tail, fold_heads, special_token_embedding
 from llm2vec_gen.prefix_cache import forward_appended
 from llm2vec_gen.tokenize import check_id_rows, check_positive, check_texts, query_ids
@@ -106,6 +108,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         self.run_config = dict(run_config or {})
         self.base_model_name_or_path = base_model_name_or_path
         self._folded: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._lora: LoRASwitch | None = None  # a LoRA encoder's switch (llm2vec_gen.lora)
 
     # ------------------------------------------------------------------------------ constructors
 
@@ -150,6 +153,11 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
             raise ValueError(f"{parts.root}: run_config.yml has no model_name_or_path; pass base_model=")
         source = "base_model argument" if base_model is not None else "model_name_or_path in run_config.yml"
         llm = loading.load_llm(name, dtype, trust_remote_code, source, hub)
+        lora = None
+        if parts.lora is not None:
+            if quantize is not None:
+                raise ValueError(f"{parts.root}: quantize={quantize!r} is not supported with a LoRA encoder")
+            lora = apply_encoder_lora(llm.base_model, parts.lora)  # our own copy of the LLM
         if quantize == "int8":
             precision.quantize_int8(llm.base_model)
         if parts.special_rows.shape[1] != llm.config.hidden_size:
@@ -170,6 +178,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
             if isinstance(base_model, str)
             else parts.base_model_name_or_path,
         )
+        model._lora = lora
         return model.to(device)
 
     @classmethod
@@ -225,6 +234,10 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
     ) -> None:
         """Write the released format (``llm2vec_gen.checkpoint.write_checkpoint``), each file atomically.
         run_config.yml names ``base_model_name_or_path`` (default: the model this one was built from)."""
+        if self._lora is not None:
+            raise NotImplementedError(
+                "saving a model with a LoRA encoder is not supported (it loads for inference)"
+            )
         base_name = base_model_name_or_path or self.base_model_name_or_path
         if not base_name:
             raise ValueError(
@@ -256,6 +269,11 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
 
     # ------------------------------------------------------------------------ forward pieces
 
+    def encoder_path(self) -> contextlib.AbstractContextManager:
+        """Inside: the LLM runs as the encoder (a LoRA encoder's deltas on, ``llm2vec_gen.lora``);
+        outside, and for decoding, it is the plain frozen LLM."""
+        return encoder_deltas(self._lora)
+
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings [B, T, H] (LM dtype) of input_ids [B, T]: the K rows replace the base rows."""
         table = self.llm.get_input_embeddings().weight
@@ -264,12 +282,13 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
     def sequence_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final hidden states [B, T, H] (LM dtype) of left-padded input_ids [B, T], the K rows swapped in;
         positions count real tokens only (``batching.positions``). Differentiable w.r.t. ``special_rows``."""
-        out = self.llm.base_model(
-            inputs_embeds=self.embed_tokens(input_ids),
-            attention_mask=attention_mask,
-            position_ids=positions(attention_mask),
-            use_cache=False,
-        )
+        with self.encoder_path():
+            out = self.llm.base_model(
+                inputs_embeds=self.embed_tokens(input_ids),
+                attention_mask=attention_mask,
+                position_ids=positions(attention_mask),
+                use_cache=False,
+            )
         return out.last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -284,7 +303,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         bsz, k = query_ids.shape[0], self.num_special_tokens
         ids = self.special_ids.expand(bsz, k)
         appended = special_token_embedding(ids, table, self.special_ids, self.special_rows)  # [B, K, H]
-        return forward_appended(self.llm, query_ids, query_mask, appended)[:, -self.num_encode_tokens :]
+        with self.encoder_path():
+            hidden = forward_appended(self.llm, query_ids, query_mask, appended)
+        return hidden[:, -self.num_encode_tokens :]
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(r [B, N, H], a [B, N, D]) fp32: the recon states (the decoder's soft prompt) and the aligned

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,8 +116,8 @@ def test_unsupported_variants_name_the_reason(released, tmp_path):
     with pytest.raises(ValueError, match="save_decoder is true"):
         LLM2VecGenModel.from_pretrained(decoder, device="cpu")
     lora = shutil.copytree(released, tmp_path / "lora")
-    _edit_json(lora / ckpt.ADAPTER_CONFIG, peft_type="LORA")
-    with pytest.raises(ValueError, match="LoRA encoder .*supervised"):
+    _edit_json(lora / ckpt.ADAPTER_CONFIG, peft_type="PREFIX_TUNING")
+    with pytest.raises(ValueError, match="peft_type 'PREFIX_TUNING' is not supported"):
         LLM2VecGenModel.from_pretrained(lora, device="cpu")
     heads = shutil.copytree(released, tmp_path / "heads")
     saved = torch.load(heads / ckpt.ALIGN_HEAD, weights_only=True)
@@ -142,3 +143,53 @@ def test_from_base_and_base_model_leave_the_callers_objects_alone(released):
     base.train()
     LLM2VecGenModel.from_pretrained(released, device="cpu", base_model=base, dtype="bfloat16")
     assert base.training and base.dtype == torch.float32
+
+
+def _lora_checkpoint(released, root):
+    """The reference's "supervised" recipe: its apply_peft (LoRA r=8 on every projection +
+    trainable_token_indices) on the resized backbone, random B and rows, saved by PEFT."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    path = Path(shutil.copytree(released, root / "lora"))
+    shutil.rmtree(path / "encoder")
+    run_config = ckpt.read_run_config(path / ckpt.RUN_CONFIG)
+    tok = AutoTokenizer.from_pretrained(path)
+    backbone = AutoModel.from_pretrained(run_config["model_name_or_path"], dtype=torch.float32)
+    backbone.resize_token_embeddings(len(tok))
+    targets = ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    ids = tok.convert_tokens_to_ids(run_config["special_tokens"])
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=targets, lora_dropout=0.05, bias="none",
+                        trainable_token_indices={"embed_tokens": ids})  # fmt: skip
+    peft_model = get_peft_model(backbone, config)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name or "trainable_tokens_delta" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    peft_model.save_pretrained(path / "encoder")
+    peft_model.config.save_pretrained(path / "encoder")
+    return path
+
+
+def test_lora_encoder_on_the_encoder_path_only(released, loaded, tmp_path):
+    """A LoRA encoder loads: embeddings equal the reference-style forward (PEFT's LoRA model in fp64);
+    decoding reads the plain LLM (as the reference's separate decoder); one copy of the weights."""
+    path = _lora_checkpoint(released, tmp_path)
+    model = LLM2VecGenModel.from_pretrained(path, device="cpu")
+    want, want_recon, _ = reference_forward(path, TEXTS)
+    emb, recon = model.encode(TEXTS, get_recon_hidden_states=True)
+    torch.testing.assert_close(emb.double(), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(recon.double(), want_recon, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(emb, loaded.encode(TEXTS), atol=1e-3)  # the deltas matter
+    plain_llm = sum(p.numel() for p in loaded.llm.parameters())
+    assert sum(p.numel() for p in model.llm.parameters()) == plain_llm  # LoRA A/B are buffers
+    assert model.decode(recon, max_new_tokens=4) == loaded.decode(recon, max_new_tokens=4)
+    with torch.no_grad():  # outside the encoder path the LLM is the plain one
+        ids = torch.tensor([[1, 2, 3]])
+        torch.testing.assert_close(model.llm(ids).logits, loaded.llm(ids).logits)
+    with pytest.raises(NotImplementedError, match="LoRA encoder"):
+        model.save_pretrained(tmp_path / "again")
+    _edit_json(path / ckpt.ADAPTER_CONFIG, use_dora=True)
+    with pytest.raises(ValueError, match="use_dora"):
+        LLM2VecGenModel.from_pretrained(path, device="cpu")
