@@ -64,7 +64,7 @@ class ProjectionHead(nn.Module):
         return 1 if self.pooling_mode == "mean_linear" else n
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = hidden.float()
+        x = hidden.to(next(self.parameters()).dtype)
         if self.pooling_mode == "mean_linear":
             x = x.reshape(x.shape[0], -1, self.input_dim).mean(dim=1, keepdim=True)
         elif self.pooling_mode != "linear":

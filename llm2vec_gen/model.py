@@ -308,9 +308,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         return hidden[:, -self.num_encode_tokens :]
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(r [B, N, H], a [B, N, D]) fp32: the recon states (the decoder's soft prompt) and the aligned
-        states of hidden [B, N, H] (differentiable; ``pool`` is the fast inference path)."""
-        r = self.recon_head(hidden.float())
+        """(r [B, N, H], a [B, N, D]) in the heads' dtype (fp32): the recon states (the decoder's soft
+        prompt) and the aligned states of hidden [B, N, H] (differentiable; ``pool`` is the fast path)."""
+        r = self.recon_head(hidden.to(self.special_rows.dtype))  # the heads' dtype (fp64 in an fp64 model)
         return r, self.align_head(r)
 
     def folded_heads(self) -> tuple[torch.Tensor, torch.Tensor]:
