@@ -12,6 +12,30 @@ from transformers import PreTrainedTokenizerBase
 from llm2vec_gen.checkpoint import extra_special_tokens
 
 
+def special_token_names(k: int, teacher_dim: int | None, special_tokens: list[str] | None) -> list[str]:
+    """The K special tokens (default ``<question1>..<questionK>``), checked with teacher_dim before any
+    loading: TypeError without teacher_dim >= 1, ValueError for K < 1 or a list of another length."""
+    if teacher_dim is None or teacher_dim < 1:
+        raise TypeError(f"from_base needs teacher_dim >= 1 (the teacher's embedding size), got {teacher_dim}")
+    if k < 1:
+        raise ValueError(f"num_special_tokens must be >= 1, got {k}")
+    tokens = special_tokens or [f"<question{i}>" for i in range(1, k + 1)]
+    if len(tokens) != k:
+        raise ValueError(f"{len(tokens)} special_tokens given for num_special_tokens={k}")
+    return list(tokens)
+
+
+def fresh_parts(
+    llm: nn.Module, tokenizer: PreTrainedTokenizerBase, special_tokens: list[str], teacher_dim: int, seed: int
+) -> tuple[PreTrainedTokenizerBase, torch.Tensor, nn.Linear, nn.Linear]:
+    """(a copy of tokenizer with the special tokens, initial rows [K, H] fp32, recon H -> H, align
+    H -> teacher_dim) for a fresh model over ``llm``."""
+    tokenizer = with_special_tokens(tokenizer, special_tokens)
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids(special_tokens), dtype=torch.long)
+    rows = initial_rows(llm.get_input_embeddings().weight.detach(), ids, seed)
+    return (tokenizer, rows, *initial_heads(rows.shape[1], teacher_dim, seed))
+
+
 def with_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> PreTrainedTokenizerBase:
     """A copy of ``tokenizer`` holding ``tokens`` as additional special tokens (the caller's is untouched)."""
     tokenizer = copy.deepcopy(tokenizer)

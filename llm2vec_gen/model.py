@@ -33,11 +33,10 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm2vec_gen import checkpoint as ckpt
-from llm2vec_gen import loading, precision
+from llm2vec_gen import fresh, loading, precision
 from llm2vec_gen.bases import resolve_base
 from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
 from llm2vec_gen.decode import GenerateMixin
-from llm2vec_gen.fresh import initial_heads, initial_rows, with_special_tokens
 from llm2vec_gen.heads import head_fits, head_positions
 from llm2vec_gen.lora import LoRASwitch, apply_encoder_lora, encoder_deltas
 from llm2vec_gen.ops import encode_tail, fold_heads, special_token_embedding
@@ -200,12 +199,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         Initial rows and heads: ``llm2vec_gen.fresh`` (seeded by ``seed``); heads fp32
         nn.Linear(H, H) and nn.Linear(H, teacher_dim).
         """
-        if teacher_dim is None or teacher_dim < 1:
-            raise TypeError(
-                f"from_base needs teacher_dim >= 1 (the teacher's embedding size), got {teacher_dim}"
-            )
-        if num_special_tokens < 1:
-            raise ValueError(f"num_special_tokens must be >= 1, got {num_special_tokens}")
+        special_tokens = fresh.special_token_names(num_special_tokens, teacher_dim, special_tokens)
         device = loading.default_device(device)
         dtype = loading.resolve_dtype(dtype, device)
         hub = loading.HubOptions()
@@ -215,15 +209,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         if isinstance(tokenizer, str):
             tokenizer = resolve_base(tokenizer)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
-        special_tokens = special_tokens or [f"<question{i}>" for i in range(1, num_special_tokens + 1)]
-        if len(special_tokens) != num_special_tokens:
-            raise ValueError(
-                f"{len(special_tokens)} special_tokens given for num_special_tokens={num_special_tokens}"
-            )
-        tokenizer = with_special_tokens(tokenizer, special_tokens)
-        ids = torch.tensor(tokenizer.convert_tokens_to_ids(special_tokens), dtype=torch.long)
-        rows = initial_rows(llm.get_input_embeddings().weight.detach(), ids, seed)
-        recon, align = initial_heads(rows.shape[1], teacher_dim, seed)
+        tokenizer, rows, recon, align = fresh.fresh_parts(llm, tokenizer, special_tokens, teacher_dim, seed)
         run_config = {"model_name_or_path": name, "torch_dtype": str(dtype).removeprefix("torch.")}
         model = cls(llm, tokenizer, special_tokens, rows, recon, align, run_config=run_config)
         model.base_model_name_or_path = name
