@@ -199,6 +199,8 @@ def pretrain_lm(llm, tokenizer, texts: list[str], steps: int, seed: int = 0, max
     model cheap to fit on a CPU; other tokens keep their small random logits. (Used by tests that
     need a tiny LLM that reacts to a soft prompt.)
     """
+    from llm2vec_gen.batching import positions
+
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     used = enc.input_ids[enc.attention_mask.bool()].unique()
     remap = torch.full((llm.config.vocab_size,), -100)
@@ -210,9 +212,8 @@ def pretrain_lm(llm, tokenizer, texts: list[str], steps: int, seed: int = 0, max
     for _ in range(steps):
         idx = torch.randperm(len(texts), generator=gen)[:16]
         mask = enc.attention_mask[idx]
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         hidden = llm.model(
-            input_ids=enc.input_ids[idx], attention_mask=mask, position_ids=pos
+            input_ids=enc.input_ids[idx], attention_mask=mask, position_ids=positions(mask)
         ).last_hidden_state
         logits = hidden[:, :-1] @ llm.lm_head.weight[used].T
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[idx][:, 1:].flatten())

@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
+from llm2vec_gen.batching import positions
 from llm2vec_gen.io.chunks import input_identity
 from llm2vec_gen.io.records import iter_records, windows
 from llm2vec_gen.io.rows import InputError
@@ -85,8 +86,7 @@ class HFTeacher:
                 mask.shape[0], 1, mask.shape[1], mask.shape[1], dtype=dtype, device=mask.device
             )
             full.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(dtype).min)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            hidden = self.model(input_ids=enc["input_ids"], attention_mask=full, position_ids=positions)
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=full, position_ids=positions(mask))
             hidden = hidden.last_hidden_state.float()
         else:
             hidden = self.model(**enc).last_hidden_state.float()  # [N, T, D]

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from llm2vec_gen.batching import pad_token_id
 from llm2vec_gen.io.atomic import atomic_write_file
 from llm2vec_gen.io.records import check_records, read_records
 from llm2vec_gen.train.data import (
@@ -182,8 +183,7 @@ class Trainer:
             raise ValueError(f"{len(records)} examples are fewer than one batch of {cfg.batch_size}")
         if cfg.distill not in ("mse", "cosine"):
             raise ValueError(f"distill must be 'mse' or 'cosine', got {cfg.distill!r}")
-        pad, rows = model.tokenizer.pad_token_id, model.llm.get_input_embeddings().weight.shape[0]
-        self.pad_id = pad if pad is not None and pad < rows else 0  # pads are masked: any row will do
+        self.pad_id = pad_token_id(model.tokenizer, model.llm.get_input_embeddings().weight.shape[0])
         self.params = self._trainable()
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
