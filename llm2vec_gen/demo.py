@@ -134,8 +134,9 @@ def retrieval_example(model, query: str) -> list[tuple[float, str]]:
     from llm2vec_gen.integrations.sample_data import SAMPLE_CORPUS
 
     docs = list(SAMPLE_CORPUS.values())
-    q = model.encode([query], instruction=QUERY_INSTRUCTION, normalize=True)
-    d = model.encode(docs, batch_size=16, instruction=PASSAGE_INSTRUCTION, normalize=True)
+    kwargs = dict(normalize_embeddings=True, convert_to_numpy=True)
+    q = model.encode([query], instruction=QUERY_INSTRUCTION, **kwargs)
+    d = model.encode(docs, batch_size=16, instruction=PASSAGE_INSTRUCTION, **kwargs)
     scores = (d @ q[0]).tolist()
     best = np.argsort(scores)[::-1][:3]
     return [(scores[i], docs[i]) for i in best]

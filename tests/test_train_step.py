@@ -45,7 +45,7 @@ def reference_loss(model, records, teacher, kind="mse"):
     resized = resized.index_copy(0, model.special_ids, model.special_rows.to(table.dtype))  # PEFT
     hidden = llm.base_model(inputs_embeds=F.embedding(q.input_ids, resized), attention_mask=q.attention_mask)
     h = hidden.last_hidden_state[:, -K:]
-    r = model.recon_head(h.float())
+    r = model.recon_head(h.to(model.recon_head.weight.dtype))  # fp32 heads; fp64 for an fp64 oracle
     emb = model.align_head(r)
     tok_embeds = llm.get_input_embeddings()(a.input_ids)
     rows, masks, labs = [], [], []

@@ -94,7 +94,9 @@ def human_eval(embed: Embed) -> dict[str, float]:
 
 def model_embed(model, instruction: str | None = STS_INSTRUCTION, batch_size: int = 16) -> Embed:
     """An ``LLM2VecGenModel`` as an ``Embed`` (fp32 numpy), with the paper's STS instruction."""
-    return lambda texts: model.encode(list(texts), batch_size=batch_size, instruction=instruction)
+    return lambda texts: model.encode(
+        list(texts), batch_size=batch_size, instruction=instruction, convert_to_numpy=True
+    )
 
 
 def teacher_embed(teacher, batch_size: int = 16) -> Embed:
@@ -119,7 +121,7 @@ class EmbedEncoder:
     def __init__(self, embed: Embed):
         self.embed = embed
 
-    def encode(self, texts: Sequence[str], *, normalize: bool = False, **_ignored) -> np.ndarray:
-        """Embeddings [n, D] fp32 (L2-normalised when ``normalize``)."""
+    def encode(self, texts: Sequence[str], *, normalize_embeddings: bool = False, **_ignored) -> np.ndarray:
+        """Embeddings [n, D] fp32 (L2-normalised when ``normalize_embeddings``)."""
         out = np.asarray(self.embed(list(texts)), dtype=np.float32)
-        return _unit(out).astype(np.float32) if normalize else out
+        return _unit(out).astype(np.float32) if normalize_embeddings else out
