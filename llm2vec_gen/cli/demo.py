@@ -19,8 +19,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from llm2vec_gen.demo import run_demo
 
     save = Path(args.save_model) if args.save_model else None
-    run_demo(Path(args.output_dir), train=args.train, steps=args.steps, save_model=save, quick=args.quick,
-             device=args.device)  # fmt: skip
+    run_demo(Path(args.output_dir), train=args.train, steps=args.steps, save_model=save,
+             full_eval=args.full_eval, device=args.device)  # fmt: skip
     return 0
 
 
@@ -34,6 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", action="store_true", help="retrain the rows and heads from scratch first")
     p.add_argument("--steps", type=positive_int, default=60, help="training steps with --train (default 60)")
     p.add_argument("--save-model", metavar="DIR", help="write the released-format checkpoint to DIR")
-    p.add_argument("--quick", action="store_true", help="evaluate the demo's model only (no baselines)")
+    p.add_argument("--full-eval", action="store_true", help="recompute every row of the evaluation table")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_demo)
