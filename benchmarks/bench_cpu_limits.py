@@ -116,7 +116,7 @@ def encoder(shape: Shape) -> LLM2VecGenModel:
 def token_rows(model: LLM2VecGenModel, n: int = N_ROWS, seed: int = 0) -> list[list[int]]:
     """n rows of MIN_TOKENS..MAX_TOKENS random body ids, each ending with the K special ids."""
     rng = random.Random(seed)
-    vocab = model.llm.get_input_embeddings().weight.shape[0]
+    vocab = min(model.llm.get_input_embeddings().weight.shape[0], len(model.tokenizer))
     special = model.special_ids.tolist()
     rows = [[rng.randrange(vocab) for _ in range(rng.randint(MIN_TOKENS, MAX_TOKENS))] for _ in range(n)]
     return [row + special for row in rows]
