@@ -12,7 +12,7 @@ httpx client in this process, each request one text to ``/v1/embeddings`` in bas
 - latency: requests sent at a fixed rate (open loop, ``RATE`` per second for ``DURATION`` s),
   p50 / p99 from send to answer.
 
-    pytest benchmarks/bench_serve.py --benchmark-only --benchmark-json=serve.json
+    OMP_NUM_THREADS=1 pytest benchmarks/bench_serve.py --benchmark-only -s --benchmark-json=serve.json
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from bench_encode import mixed_texts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the live-server helper
 from serve_process import LiveServer  # noqa: E402
-
-httpx = pytest.importorskip("httpx")
 
 N_TEXTS, CLIENTS, RATE, DURATION = 256, 32, 4.0, 15.0
 GROUP = f"serve: {N_TEXTS} texts of 5..400 words, tiny Qwen3 H=256 L=4, 1 torch thread"
