@@ -194,6 +194,14 @@ def test_bad_input_is_a_json_4xx(server, path, body, status, message):
     assert message in error_message(path, response)
 
 
+def test_oversized_chunked_body_is_counted(server):
+    """No Content-Length (chunked transfer): the body is counted as it arrives and refused at the limit."""
+    chunks = (b'{"inputs": "' if i == 0 else b"a" * 10_000 for i in range(16))  # ~150 kB, never closed
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = httpx.post(server.url + "/embed", content=chunks, headers=headers, timeout=60)
+    assert response.status_code == 413 and "limit of 100000 bytes" in response.json()["error"]
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
 def test_api_key_required(server, headers):
     for path, body in (
