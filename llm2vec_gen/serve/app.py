@@ -99,6 +99,14 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             )
         return texts
 
+    def truncating(requested: bool | None) -> bool:
+        return config.auto_truncate if requested is None else requested
+
+    def listing(data: list[dict], tokens: int) -> Response:
+        """The OpenAI-style envelope of /v1/embeddings and /decode."""
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return _json({"object": "list", "data": data, "model": config.model_name, "usage": usage})
+
     def check_ready() -> None:
         if not engine.ready:
             raise APIError(503, f"the model is not ready ({engine.state})")
@@ -151,20 +159,18 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             {"object": "embedding", "index": i, "embedding": _vector(v, body.encoding_format)}
             for i, v in enumerate(vectors)
         ]
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return _json({"object": "list", "data": data, "model": config.model_name, "usage": usage})
+        return listing(data, tokens)
 
     @app.post("/embed", response_model=list[list[float]])
     async def embed(body: EmbedRequest, request: Request) -> Response:
         check_ready()
         texts = check_count(body.inputs, "inputs")
-        truncate = config.auto_truncate if body.truncate is None else body.truncate
         job = Job(
             "embed",
             "inputs",
             texts=texts,
             instruction=instruction(body.prompt_name),
-            truncate=truncate,
+            truncate=truncating(body.truncate),
             normalize=body.normalize,
         )
         vectors, _ = await run(request, job)
@@ -180,12 +186,11 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
                 f"{config.max_decode_tokens} (--max-decode-tokens)",
                 "max_new_tokens",
             )
-        truncate = config.auto_truncate if body.truncate is None else body.truncate
         job = Job(
             "decode",
             "inputs",
             instruction=instruction(body.prompt_name),
-            truncate=truncate,
+            truncate=truncating(body.truncate),
             max_new_tokens=body.max_new_tokens,
         )
         if body.inputs is not None:
@@ -193,9 +198,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         else:
             job.recon = _recon_states(check_count(body.recon_states, "recon_states"), engine)
         texts, tokens = await run(request, job)
-        data = [{"object": "decoding", "index": i, "text": t} for i, t in enumerate(texts)]
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return _json({"object": "list", "data": data, "model": config.model_name, "usage": usage})
+        return listing([{"object": "decoding", "index": i, "text": t} for i, t in enumerate(texts)], tokens)
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> Response:
