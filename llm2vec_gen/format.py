@@ -321,6 +321,9 @@ def write_tokenizer(path: str | os.PathLike, tokenizer, special_tokens: list[str
         if config.get("tokenizer_class") == "TokenizersBackend":
             config["tokenizer_class"] = "PreTrainedTokenizerFast"
         config.pop("is_local", None)
+        # the released format pads on the left; transformers 5 does not save a padding_side set on
+        # the instance, and the reference then pads right and pools pad positions
+        config["padding_side"] = "left"
         config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for file in staging.iterdir():
             if file.is_file():
