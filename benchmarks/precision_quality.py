@@ -19,19 +19,21 @@ import numpy as np
 import torch
 
 from llm2vec_gen.evaluate import RetrievalSet, evaluate_retrieval, sample_retrieval_set
-from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION
 from llm2vec_gen.model import LLM2VecGenModel
 
 OPTIONS = {"fp32": {}, "bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}
 
 
-def embed(model: LLM2VecGenModel, queries: list[str], passages: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(queries [Q, D], passages [P, D]) L2-normalised fp32, with the retrieval instructions."""
+class Recorder:
+    """Forwards ``encode`` to a model and keeps what it returned, so one ``evaluate_retrieval`` pass
+    gives the metrics and the embeddings (queries [Q, D], then passages [P, D], L2-normalised)."""
 
-    def run(texts: list[str], instruction: str) -> np.ndarray:
-        return model.encode(texts, instruction=instruction, normalize_embeddings=True, convert_to_numpy=True)
+    def __init__(self, model: LLM2VecGenModel):
+        self.model, self.outputs = model, []
 
-    return run(queries, QUERY_INSTRUCTION), run(passages, PASSAGE_INSTRUCTION)
+    def encode(self, texts: list[str], **kwargs) -> np.ndarray:
+        self.outputs.append(self.model.encode(texts, **kwargs))
+        return self.outputs[-1]
 
 
 def demo_retrieval_set() -> RetrievalSet:
@@ -45,12 +47,12 @@ def demo_retrieval_set() -> RetrievalSet:
 def compare(models: dict[str, LLM2VecGenModel], data: RetrievalSet) -> dict[str, dict]:
     """Per precision: retrieval metrics; against fp32 (the first model): worst and mean per-row cosine
     over queries and passages, the share of queries with the same top-1 and the mean top-10 overlap."""
-    queries, corpus, _ = data
     out, reference = {}, None
     for name, model in models.items():
-        q, d = embed(model, list(queries.values()), list(corpus.values()))
+        recorder = Recorder(model)
+        entry = {"retrieval": evaluate_retrieval(recorder, data)}
+        q, d = recorder.outputs
         top = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :10]
-        entry = {"retrieval": evaluate_retrieval(model, data)}
         if reference is None:
             reference = (q, d, top)
         else:
@@ -70,15 +72,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--base", default=None, help="base LLM (default: the checkpoint's run_config)")
+    parser.add_argument("--sample-only", action="store_true", help="skip the demo corpus (slow models)")
     args = parser.parse_args()
     models = {
         name: LLM2VecGenModel.from_pretrained(args.checkpoint, device="cpu", base_model=args.base, **options)
         for name, options in OPTIONS.items()
     }
-    sets = {
-        "sample_retrieval_set (16 queries)": sample_retrieval_set(),
-        "demo corpus (150 queries)": demo_retrieval_set(),
-    }
+    sets = {"sample_retrieval_set (16 queries)": sample_retrieval_set()}
+    if not args.sample_only:
+        sets["demo corpus (150 queries)"] = demo_retrieval_set()
     summary = {"checkpoint": args.checkpoint, **{name: compare(models, data) for name, data in sets.items()}}
     print(json.dumps(summary, indent=2))
 
