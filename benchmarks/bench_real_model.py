@@ -138,7 +138,7 @@ def bench_real_train_step(benchmark, real, provider):
 
     ours, root, records = real
     batch = records[:B]
-    data = tokenize_records(ours.tokenizer, batch, K, max_length=512, answer_suffix="<|im_end|>")
+    data = tokenize_records(ours.tokenizer, batch, K)  # the reference suffix (text): no pad id inside
     texts = [r["answer"] for r in batch]
     teacher = minilm_embed(texts)
     _record(benchmark, f"train step B={B} K={K} real answers fwd+bwd", provider)
