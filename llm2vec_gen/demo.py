@@ -43,7 +43,14 @@ PARTS = {
 EVAL_TABLE = DATA / "smollm2-135m-eval.json"
 """The evaluation rows (``evaluate_row``) recorded for the shipped parts (benchmarks/RESULTS.md)."""
 RECIPE = dict(
-    batch_size=8, max_length=48, lr=2e-3, warmup_steps=6, answer_suffix="<|im_end|>", seed=42, distill="mse"
+    batch_size=8,
+    micro_batch_size=4,
+    max_length=48,
+    lr=2e-3,
+    warmup_steps=6,
+    answer_suffix="<|im_end|>",
+    seed=42,
+    distill="mse",
 )
 """The training recipe of the shipped parts (``llm2vec-gen train`` flags of the same names)."""
 QUESTIONS = ("Why is the sky blue?", "How does gradient descent work?", "What causes the tides?")
