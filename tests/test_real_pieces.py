@@ -84,3 +84,13 @@ def test_generated_queries_avoid_evaluation_texts():
     assert not any(q.lower() in t for q in got[:200] for t in lowered)
     with pytest.raises(ValueError, match="only"):
         queries.generate_queries(10**6)
+
+
+def test_cli_missing_gguf_is_a_usage_error(tmp_path, capsys):
+    from llm2vec_gen.cli import main
+
+    queries_file = tmp_path / "q.jsonl"
+    queries_file.write_text('{"id": "a", "query": "q"}\n')
+    missing = str(tmp_path / "model.gguf")
+    assert main(["respond", missing, str(queries_file), str(tmp_path / "a.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
