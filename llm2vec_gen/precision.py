@@ -11,7 +11,10 @@ them so); only the frozen LLM changes:
   (``torch.ao.nn.quantized.dynamic.Linear``: weights int8 per output channel, activations quantized
   per call, the fbgemm/x86 int8 GEMM). The LM head (used only by ``decode``; tied to the input table
   in some models) and the embedding table stay as they are. Inference only: the quantized layers
-  have no gradient.
+  have no gradient. One scale per activation tensor cannot represent LLMs with outlier channels:
+  on the trained SmolLM2-135M-Instruct checkpoint the embeddings lose their meaning (mean cosine
+  0.44 to fp32; per-token scales would give 0.92), while random and tiny models stay >= 0.996.
+  Loading warns; compare against fp32 on your data (benchmarks/precision_quality.py) before use.
 
 torch 2.13 deprecates the quantized dtypes this kernel's packed weights use (pytorch#184982; the
 warning is silenced here) and names torchao as the way forward, but torchao's
@@ -38,7 +41,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.device) -> None:
-    """ValueError for an unsupported (dtype, quantize, device); a warning for emulated CPU bf16.
+    """ValueError for an unsupported (dtype, quantize, device); warnings for int8 (quality on LLMs
+    with outlier channels) and for emulated CPU bf16.
 
     ``quantize`` is None or "int8"; "int8" needs the CPU and fp32 activations (dtype float32).
     """
@@ -55,6 +59,12 @@ def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.devi
                 f"quantize='int8' quantizes fp32 activations on the fly: pass dtype=torch.float32 "
                 f"(or no dtype), not {dtype}"
             )
+        warnings.warn(
+            "quantize='int8' quantizes each activation tensor with one scale: LLMs with outlier "
+            "channels (e.g. SmolLM2-135M-Instruct) lose most of their embedding quality; compare "
+            "with fp32 on your data first",
+            stacklevel=3,
+        )
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn(
             "this CPU has no avx512_bf16 or AMX: bf16 matmuls are emulated and encode runs several "
