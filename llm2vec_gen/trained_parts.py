@@ -5,7 +5,9 @@ SmolLM2-135M); what training changed is only ``special_rows`` [K, H], ``recon_he
 ``align_head`` (H -> D). ``save_parts`` writes those five fp32 tensors as one safetensors file with
 string metadata (base, teacher, training command...); ``load_parts`` puts them into a model built
 with ``LLM2VecGenModel.from_base`` on the same base, after which ``save_pretrained`` writes the full
-released-format checkpoint.
+released-format checkpoint. ``export_parts`` takes them from a released-format checkpoint:
+
+    python -m llm2vec_gen.trained_parts runs/x/checkpoint-60 parts.safetensors [key=value ...]
 """
 
 from __future__ import annotations
