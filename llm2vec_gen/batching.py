@@ -41,7 +41,10 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool) -> torch.Ten
 
 def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids [B, T] int64, attention_mask [B, T] int64) of left-padded token rows, on the CPU."""
-    return pad_rows(rows, pad, left=True), pad_rows([[1] * len(r) for r in rows], 0, left=True)
+    ids = pad_rows(rows, pad, left=True)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
+    return ids, mask
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
