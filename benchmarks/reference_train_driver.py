@@ -60,9 +60,10 @@ def _status_mb(field: str) -> float:
 
 def _load(checkpoint: str, teacher_dir: str):
     """(model, teacher, teacher tokenizer, tokenizer) set up for training as train.py sets them up."""
-    from llm2vec_gen.models import EncoderDecoderModel
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
+
+    from llm2vec_gen.models import EncoderDecoderModel
 
     model = EncoderDecoderModel.from_pretrained(checkpoint, causal_lm_decoder=True, is_trainable=True)
     model.decoder_model.requires_grad_(False)
