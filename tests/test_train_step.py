@@ -14,7 +14,7 @@ from llm2vec_gen.io.records import read_records
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import qwen_tokenizer, tiny_llama, tiny_qwen3
 from llm2vec_gen.train.data import DEMO_CORPUS, collate, tokenize_records
-from llm2vec_gen.train.step import assemble_decoder_inputs, step_loss
+from llm2vec_gen.train.step import step_loss
 
 K, TEACHER_DIM = 10, 24
 
@@ -110,16 +110,3 @@ def test_step_bf16_within_lowp_error():
     batch = collate(data, range(7), teacher, model.tokenizer.pad_token_id)
     ours = step_loss(model, batch, int((batch.labels != -100).sum()), 7).loss.item()
     assert abs(ours - ref32) <= 2 * abs(ref16 - ref32) + 1e-2 * abs(ref32)
-
-
-def test_assemble_left_and_right_padding_agree():
-    ids = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    labels = torch.where(mask.bool(), ids, -100)
-    out_ids, out_labels = assemble_decoder_inputs(ids, mask, labels)
-    right = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5]])
-    r_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    r_ids, r_labels = assemble_decoder_inputs(right, r_mask, torch.where(r_mask.bool(), right, -100))
-    assert out_labels.tolist() == [[5, 6, 7, -100, -100], [1, 2, 3, 4, 5]]
-    assert torch.equal(out_labels, r_labels)
-    assert torch.equal(out_ids.masked_fill(out_labels == -100, 0), r_ids.masked_fill(r_labels == -100, 0))

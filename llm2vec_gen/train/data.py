@@ -8,8 +8,8 @@ follows the reference collator:
     labels = answer ids, with ids equal to the pad id set to -100 (the reference masks by pad id)
 
 The reference appends the literal text ``"<|end_of_text|>"`` to every answer (Llama 3's EOS; for
-Qwen it is plain text), so that is the default ``answer_suffix``. Padding side does not change the
-loss: the decoder input is rebuilt without left pads (see ``step.assemble_decoder_inputs``).
+Qwen it is plain text), so that is the default ``answer_suffix``. Answers are right padded, so the
+decoder reads ``[r][answer]`` with no mask (causal attention never looks at the pads after a row).
 """
 
 from __future__ import annotations
@@ -72,14 +72,18 @@ def tokenize_records(
 
 @dataclass
 class Batch:
-    """One micro-batch, padded.
+    """One micro-batch, padded; built on the CPU so the step needs no value from the device.
 
     query_ids    [B, Tq] int64, left padded, WITHOUT the K special tokens (they are appended)
     query_mask   [B, Tq] int64, 1 on real tokens
-    answer_ids   [B, Ta] int64, right padded (any pad id)
+    answer_ids   [B, Ta] int64, right padded (any valid pad id)
     answer_mask  [B, Ta] int64, 1 on real tokens
     labels       [B, Ta] int64, -100 on pads and masked tokens
     teacher      [B, D]  fp32 teacher embeddings of the answers
+    label_index  [n]     int64 flat positions in [B, Ta] of the n predicted tokens (labels != -100)
+    num_tokens   real tokens in the batch (query + answer; the K appended tokens excluded)
+
+    ``label_index`` and ``num_tokens`` are derived from the CPU tensors when not given.
     """
 
     query_ids: torch.Tensor
@@ -88,14 +92,24 @@ class Batch:
     answer_mask: torch.Tensor
     labels: torch.Tensor
     teacher: torch.Tensor
+    label_index: torch.Tensor | None = None
+    num_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_index is None:
+            self.label_index = (self.labels != -100).flatten().nonzero().squeeze(1)
+        if self.num_tokens is None:
+            self.num_tokens = int(self.query_mask.sum()) + int(self.answer_mask.sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+        """The batch on ``device``; from pinned memory (asynchronous) when that is a GPU."""
+        pin = torch.device(device).type == "cuda"
 
-    @property
-    def num_tokens(self) -> int:
-        """Real tokens in the batch (query + answer; the K appended tokens excluded)."""
-        return int(self.query_mask.sum()) + int(self.answer_mask.sum())
+        def move(t):
+            return (t.pin_memory() if pin and t.device.type == "cpu" else t).to(device, non_blocking=True)
+
+        fields = {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return Batch(**fields)
 
 
 def collate(data: TokenizedData, indices: Sequence[int], teacher: torch.Tensor, pad_id: int) -> Batch:

@@ -7,8 +7,8 @@ Encoder (only K positions carry a gradient)::
     query_ids [B, Tq] (left padded) --no_grad--> KV cache
     special_rows [K, H] --appended after the cache--> h [B, K, H] --recon_head--> r --align_head--> a
 
-Decoder (the one frozen LLM; answers rebuilt right padded by one gather, so no mask is needed: pads
-sit after every real token and causal attention never looks ahead)::
+Decoder (the one frozen LLM; answers come right padded, so no mask is needed: pads sit after every
+real token and causal attention never looks ahead)::
 
     position   0 .. K-1        K .. K+L-2
     input      r_1 .. r_K      answer_0 .. answer_{L-2}
@@ -16,7 +16,8 @@ sit after every real token and causal attention never looks ahead)::
 
 That is the reference's shifted causal-LM loss over ``[pads][r][answer]`` with labels on the answer
 tokens only (RoPE is relative, so dropping the left pads changes no score). The cross-entropy runs on
-the labelled rows alone through ``fused_linear_cross_entropy`` (no [B, T, V] logits), over the first
+the labelled rows alone (``batch.label_index``, built on the CPU: no boolean-mask indexing waits on
+the device) through ``fused_linear_cross_entropy`` (no [B, T, V] logits), over the first
 ``min(len(tokenizer), V)`` rows of the LM head: the reference resizes the table to the tokenizer.
 
 Normalisation: the step's loss is ``recon_weight * CE_sum / ce_count + align_weight * distill * B /
@@ -46,26 +47,6 @@ class StepOutput:
     rows: int
 
 
-def assemble_decoder_inputs(
-    answer_ids: torch.Tensor, answer_mask: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left- or right-padded answers [B, Ta] -> right-padded ids [B, L] and labels [B, L].
-
-    One gather per tensor (no per-sample loop); L is the longest answer; labels are -100 past each
-    answer's end.
-    """
-    mask = answer_mask.bool()
-    lengths = mask.sum(dim=1)  # [B]
-    first = mask.to(torch.int8).argmax(dim=1)  # [B] column of the first real token
-    width = max(int(lengths.max()), 1)
-    cols = torch.arange(width, device=answer_ids.device)
-    src = (cols + first[:, None]).clamp(max=answer_ids.shape[1] - 1)  # [B, L]
-    inside = cols < lengths[:, None]
-    ids = answer_ids.gather(1, src).masked_fill(~inside, 0)
-    out_labels = labels.gather(1, src).masked_fill(~inside, -100)
-    return ids, out_labels
-
-
 def step_loss(
     model,
     batch: Batch,
@@ -85,19 +66,20 @@ def step_loss(
     r, a = model.heads(
         model.appended_hidden_states(batch.query_ids, batch.query_mask)
     )  # [B, K, H], [B, K, D]
-    ids, labels = assemble_decoder_inputs(batch.answer_ids, batch.answer_mask, batch.labels)
     k = r.shape[1]
     model.llm.train(checkpointing)
     try:
-        hidden = model.decoder_hidden_states(r, ids)[:, k - 1 :]  # [B, L, H]: row j predicts labels[:, j]
+        hidden = model.decoder_hidden_states(r, batch.answer_ids)[:, k - 1 :]  # [B, Ta, H]: j -> labels[:, j]
     finally:
         model.llm.train(False)
-    counted = labels != -100
+    predicting = hidden.flatten(0, 1).index_select(0, batch.label_index)  # [n, H]
+    targets = batch.labels.flatten().index_select(0, batch.label_index)  # [n]
     weight, bias = model.lm_head_rows()
     ce_sum = fused_linear_cross_entropy(
-        hidden[counted].to(weight.dtype), weight, labels[counted], reduction="sum", bias=bias
+        predicting.to(weight.dtype), weight, targets, reduction="sum", bias=bias
     )
     distill = distill_loss(a.float(), batch.teacher.float(), kind=kind, check_finite=False)
     bsz = a.shape[0]
     loss = recon_weight * ce_sum / max(ce_count, 1) + align_weight * distill * (bsz / rows)
-    return StepOutput(loss, ce_sum.detach().float(), int(counted.sum()), distill.detach().float(), bsz)
+    count = batch.label_index.numel()
+    return StepOutput(loss, ce_sum.detach().float(), count, distill.detach().float(), bsz)

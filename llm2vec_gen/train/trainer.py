@@ -27,7 +27,6 @@ file atomically, so each step is logged exactly once.
 from __future__ import annotations
 
 import json
-import math
 import random
 import resource
 import time
@@ -185,7 +184,8 @@ class Trainer:
             raise ValueError(f"distill must be 'mse' or 'cosine', got {cfg.distill!r}")
         self.pad_id = pad_token_id(model.tokenizer, model.llm.get_input_embeddings().weight.shape[0])
         self.params = self._trainable()
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel per step, and it skips a non-finite step on the device (``found_inf``)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(cfg.warmup_steps, cfg.total_steps)
         )
@@ -259,6 +259,8 @@ class Trainer:
             for p, saved in zip(self.params, state["trainable"], strict=True):
                 p.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a state saved by a non-fused optimizer
+            group["fused"] = True
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.consecutive_bad = state["consecutive_bad"]
@@ -289,7 +291,9 @@ class Trainer:
         cfg, model = self.config, self.model
         ce_count = sum(self.label_counts[i] for i in indices)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        stats = torch.zeros(4, dtype=torch.float64)  # loss, ce_sum, distill_sum, tokens
+        # loss, ce_sum, distill_sum stay on the device: nothing is read back before the optimizer step
+        stats = torch.zeros(3, dtype=torch.float64, device=self.device)
+        tokens = 0
         for micro in self._micro_batches(indices):
             batch = collate(self.data, micro, self.teacher, self.pad_id).to(self.device)
             with autocast:
@@ -298,16 +302,13 @@ class Trainer:
                     checkpointing=cfg.gradient_checkpointing,
                 )  # fmt: skip
             out.loss.backward()
-            tokens = batch.num_tokens + self.k * out.rows
-            stats += torch.tensor(
-                [out.loss.item(), out.ce_sum.item(), out.distill.item() * out.rows, tokens],
-                dtype=torch.float64,
-            )
+            tokens += batch.num_tokens + self.k * out.rows
+            stats += torch.stack([out.loss.detach(), out.ce_sum, out.distill * out.rows]).double()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         if self.world > 1:
-            flat = torch.cat([g.flatten().double() for g in grads] + [stats.to(grads[0].device)])
+            flat = torch.cat([g.flatten().double() for g in grads] + [stats, stats.new_tensor([tokens])])
             dist.all_reduce(flat)
-            stats = flat[-4:].cpu()
+            stats, tokens = flat[-4:-1], flat[-1]
             offset = 0
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
@@ -315,11 +316,12 @@ class Trainer:
         else:
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
-        loss = float(stats[0])
-        ok = math.isfinite(loss) and math.isfinite(grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        finite = torch.isfinite(stats[0]) & torch.isfinite(grad_norm)
+        self.optimizer.found_inf = (~finite).float()  # the fused step skips itself when set
+        self.optimizer.step()
+        loss, grad_norm, ok = float(stats[0]), float(grad_norm), bool(finite)  # read after the step
         if ok:
-            self.optimizer.step()
             self.consecutive_bad = 0
         else:
             self.bad_steps += 1
@@ -344,7 +346,7 @@ class Trainer:
             "lr": lr,
             "skipped": not ok,
             "bad_steps": self.bad_steps,
-            "tokens": int(stats[3]),
+            "tokens": int(tokens),
         }
 
     # ---- the loop ----------------------------------------------------------------------------
