@@ -15,18 +15,12 @@ from llm2vec_gen.cli.common import (
     usage_errors,
 )
 from llm2vec_gen.cli.options import add_dataclass_options, dataclass_from_args
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from llm2vec_gen.loading import default_device, resolve_dtype
 
 
 def _cmd_respond(args: argparse.Namespace) -> int:
     """Generate the LLM's own answers to a file of queries, streamed WINDOW queries at a time; the
     JSONL output is appended and a rerun after a kill continues it (OUTPUT.progress.json)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llm2vec_gen.bases import resolve_base
@@ -36,9 +30,8 @@ def _cmd_respond(args: argparse.Namespace) -> int:
     with usage_errors(FileNotFoundError, ImportError):
         args.model = resolve_base(args.model)  # a .gguf file or an alias: its dense cached directory
     check_model_source(args.model, "model", transformers_dir)
-    device = args.device or _default_device()
-    cuda_default = torch.bfloat16 if device.startswith("cuda") else None
-    dtype = getattr(torch, args.dtype) if args.dtype else cuda_default
+    device = default_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     with usage_errors(OSError, ValueError):
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
@@ -93,7 +86,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with usage_errors(FileNotFoundError, ValueError):
         cache = load_teacher_cache(args.teacher_cache)
     launched = distributed.setup().device if distributed.is_launched() else None
-    device = args.device or launched or _default_device()
+    device = default_device(args.device or launched)
     with usage_errors(OSError, ValueError):
         if args.init:
             model = LLM2VecGenModel.from_pretrained(args.init, device=device, dtype=args.dtype)
