@@ -19,11 +19,15 @@ from transformers import DynamicCache, PreTrainedModel
 from llm2vec_gen.tokenize import check_positive, check_texts
 
 Texts = str | Iterable[str]
+END_OF_TEXT = ("<|endoftext|>", "<|end_of_text|>")
+"""End-of-text special tokens that also stop a generation when the tokenizer has them as special tokens."""
 
 
 def eos_token_ids(llm: PreTrainedModel, tokenizer=None) -> list[int]:
     """The ids that end a generation: the config's and generation config's EOS, the tokenizer's,
-    and (as the reference does) 151,643 ``<|endoftext|>`` for Qwen2/Qwen3, 128,001 for Llama."""
+    (as the reference does) 151,643 ``<|endoftext|>`` for Qwen2/Qwen3, 128,001 for Llama, and the
+    tokenizer's own end-of-text special token when it has one (SmolLM2's id 0 ``<|endoftext|>``: a
+    model trained with that answer suffix learns to stop on it)."""
     ids: set[int] = set()
 
     def add(value: int | Iterable[int] | None) -> None:
@@ -36,6 +40,8 @@ def eos_token_ids(llm: PreTrainedModel, tokenizer=None) -> list[int]:
         add(llm.generation_config.eos_token_id)
     if tokenizer is not None:
         add(tokenizer.eos_token_id)
+        special = set(tokenizer.all_special_tokens)
+        add([tokenizer.convert_tokens_to_ids(t) for t in END_OF_TEXT if t in special])
     family_eos = {"qwen2": 151_643, "qwen3": 151_643, "llama": 128_001}.get(llm.config.model_type)
     if family_eos is not None:
         ids.add(family_eos)

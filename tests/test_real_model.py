@@ -102,3 +102,11 @@ def test_decode_matches_fp64(models):
     text = ours.decode(recon, max_new_tokens=12)
     assert text == ours.tokenizer.batch_decode(got, skip_special_tokens=True)
     assert all(len(t.split()) >= 2 for t in text)  # words, not an empty string
+
+
+def test_decode_stops_at_end_of_text(models):
+    """SmolLM2's EOS ``<|im_end|>`` is also its pad id (masked in training), so the shipped parts are
+    trained with its ``<|endoftext|>`` (id 0) as the answer suffix: decoding must stop there too."""
+    ours, _ = models
+    eos = eos_token_ids(ours.llm, ours.tokenizer)
+    assert ours.tokenizer.pad_token_id in eos and ours.tokenizer.convert_tokens_to_ids("<|endoftext|>") in eos
