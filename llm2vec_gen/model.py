@@ -33,7 +33,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm2vec_gen import checkpoint as ckpt
-from llm2vec_gen import fresh, loading, precision
+from llm2vec_gen import fresh, invariant, loading, precision
 from llm2vec_gen.bases import resolve_base
 from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
 from llm2vec_gen.decode import GenerateMixin
@@ -267,15 +267,24 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
 
     def sequence_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final hidden states [B, T, H] (LM dtype) of left-padded input_ids [B, T], the K rows swapped in;
-        positions count real tokens only (``batching.positions``). Differentiable w.r.t. ``special_rows``."""
-        with self.encoder_path():
+        positions count real tokens only (``batching.positions``). Differentiable w.r.t. ``special_rows``.
+
+        Batch-invariant (``llm2vec_gen.invariant``): each row attends over its own tokens only and the
+        rows are widened so every GEMM has a multiple of 8 rows, so a row's states (at its real
+        positions) are those of the row alone, bit for bit on the CPU. A mask that is not left padding
+        is a ValueError.
+        """
+        width = input_ids.shape[1]
+        ids, mask, lengths = invariant.aligned(input_ids, attention_mask)
+        with self.encoder_path(), invariant.row_attention(self.llm.config):
             out = self.llm.base_model(
-                inputs_embeds=self.embed_tokens(input_ids),
-                attention_mask=attention_mask,
-                position_ids=positions(attention_mask),
+                inputs_embeds=self.embed_tokens(ids),
+                attention_mask=mask,
+                position_ids=positions(mask),
                 use_cache=False,
+                **{invariant.LENGTHS_KWARG: lengths},
             )
-        return out.last_hidden_state
+        return out.last_hidden_state[:, -width:]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final hidden states [B, N, H] (LM dtype) at the last N positions of left-padded ids [B, T]."""
@@ -309,11 +318,12 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
 
     def pool(self, hidden: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Embeddings [B, D] fp32 of final hidden states [B, N, H] (``forward``'s output): the folded
-        heads after the mean over N (heads replaced through ``model.model``: applied one by one)."""
+        heads after the mean over N (heads replaced through ``model.model``: applied one by one).
+        Each row's embedding is the same bits whatever B (``invariant.row_padded``)."""
         if isinstance(self.recon_head, nn.Linear) and isinstance(self.align_head, nn.Linear):
             weight, bias = self.folded_heads()
-            return encode_tail(hidden, weight, bias, normalize)
-        out = self.heads(hidden)[1].mean(1)
+            return invariant.row_padded(lambda h: encode_tail(h, weight, bias, normalize), hidden)
+        out = invariant.row_padded(lambda h: self.heads(h)[1], hidden).mean(1)
         return nn.functional.normalize(out, dim=-1) if normalize else out
 
     def decoder_hidden_states(self, soft_prompt: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -382,7 +392,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
             where = torch.tensor(index, device=self.device)
             emb[where] = self.pool(h, normalize_embeddings)
             if recon is not None:
-                recon[where] = self.recon_head(h.float())
+                recon[where] = invariant.row_padded(self.recon_head, h.float())
 
         batches = token_batches([len(r) for r in rows], batch_size, max_batch_tokens)
         if show_progress_bar:

@@ -70,7 +70,7 @@ AttentionInterface.register(ATTENTION_NAME, _appended_attention_forward)
 
 
 @contextmanager
-def _attention_implementation(config, name: str) -> Iterator[None]:
+def attention_implementation(config, name: str) -> Iterator[None]:
     """Switch ``config``'s attention implementation (and its sub-configs') to ``name`` for a block."""
     saved = {"": config._attn_implementation}
     for key in getattr(config, "sub_configs", {}):
@@ -126,7 +126,7 @@ def forward_appended(
     klen = appended_embeds.shape[1]
     positions = attention_mask.long().sum(-1, keepdim=True) + torch.arange(klen, device=input_ids.device)
     prefix = _Prefix(cache, attention_mask != 0)
-    with _attention_implementation(base.config, ATTENTION_NAME):
+    with attention_implementation(base.config, ATTENTION_NAME):
         out = base(
             inputs_embeds=appended_embeds,
             attention_mask=None,
