@@ -1,9 +1,10 @@
 """``llm2vec-gen serve`` through real clients: the official ``openai`` client, httpx and requests,
 against a live server on 127.0.0.1 (tiny Qwen3 checkpoint, one torch thread on both sides).
 
-Requests here are sent one at a time and the server may pad freely (``--max-padding 1``), so a
-request's texts form one batch alone: the batch offline ``encode`` forms, hence bit-identical
-vectors. Every bad input is a 4xx with a JSON error in its API's shape, and the server keeps serving.
+Requests here are sent one at a time (``--max-padding 1``: a request's texts form one batch) and
+every vector equals offline ``encode``'s bit for bit (encode is batch-invariant; concurrent batches
+of other texts are checked in test_serve_load.py). Every bad input is a 4xx with a JSON error in its
+API's shape, and the server keeps serving.
 """
 
 from __future__ import annotations

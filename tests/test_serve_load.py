@@ -8,11 +8,9 @@ Two live servers on 127.0.0.1 (tiny Qwen3 checkpoint, one torch thread):
   forward pass; a client that disconnects has its rows dropped without running; the fifth
   concurrent request gets a 429; SIGTERM finishes every accepted request and exits 0.
 
-A row batched with other texts is not bit-identical to the text encoded alone on the CPU, only
-within rounding: a padded row goes through SDPA with more masked keys, and the head's addmm takes
-the BLAS gemv path for a one-row batch and gemm otherwise (both seen as ~5e-8 here). The tests
-assert 1e-6 on unit vectors; sequential requests, whose batch is offline encode's, are checked
-bit for bit in test_serve_api.py.
+Every returned vector must equal offline ``encode`` of its text alone bit for bit, whatever it was
+batched with (encode is batch-invariant, ``llm2vec_gen.invariant``): /v1/embeddings answers in
+base64 (the float32 bytes) and /embed in JSON floats (float32 values printed exactly).
 
 Every wait is bounded (request timeouts, ``asyncio.wait_for``, polling deadlines).
 """
@@ -20,6 +18,7 @@ Every wait is bounded (request timeouts, ``asyncio.wait_for``, polling deadlines
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import time
 
@@ -68,8 +67,8 @@ def small(ckpt):
 
 def embed(client: httpx.Client | httpx.AsyncClient, url: str, texts: list[str], route: str):
     """A request for ``texts`` on ``route`` (/v1/embeddings or /embed)."""
-    body = {"input": texts, "model": "m"} if route == "/v1/embeddings" else {"inputs": texts}
-    return client.post(url + route, json=body)
+    body = {"input": texts, "model": "m", "encoding_format": "base64"}
+    return client.post(url + route, json=body if route == "/v1/embeddings" else {"inputs": texts})
 
 
 def vectors(route: str, response: httpx.Response) -> np.ndarray:
@@ -78,7 +77,7 @@ def vectors(route: str, response: httpx.Response) -> np.ndarray:
     if route == "/embed":
         return np.asarray(body, np.float32)
     assert [d["index"] for d in body["data"]] == list(range(len(body["data"])))
-    return np.asarray([d["embedding"] for d in body["data"]], np.float32)
+    return np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in body["data"]])
 
 
 def wait_for(condition, seconds: float = 120, what: str = "condition") -> None:
@@ -106,9 +105,9 @@ def test_64_concurrent_clients(busy, alone):
     results = asyncio.run(asyncio.wait_for(main(), timeout=600))
     answers = [a for per_client in results for a in per_client]
     assert len(answers) == CLIENTS * ROUNDS
-    # right and in order: each row within rounding of its own text alone (other texts are far away)
-    worst = max(float(np.abs(got - np.stack([alone[t] for t in texts])).max()) for texts, got in answers)
-    assert worst <= 1e-6, worst
+    # right and in order: each row is its own text encoded alone, bit for bit
+    wrong = [(texts, got) for texts, got in answers if not np.array_equal(got, [alone[t] for t in texts])]
+    assert not wrong, f"{len(wrong)} of {len(answers)} answers differ from offline encode"
     sent = sum(len(texts) for texts, _ in answers)
     # nothing lost or duplicated: the engine ran exactly the rows that were sent, in batches > 1
     assert busy.metric("llm2vec_gen_batch_size_sum", kind="embed") - before_rows == sent
@@ -143,8 +142,7 @@ def test_queued_requests_share_one_forward_pass(small, alone):
     assert slow.status_code == 200 and len(slow.json()["data"]) == 4
     got = [vectors("/embed", response)[0] for response in answers]
     for text, vector in zip(texts, got, strict=True):
-        np.testing.assert_allclose(vector, alone[text], rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(got[0], got[2])  # the same text in the same batch: the same bits
+        np.testing.assert_array_equal(vector, alone[text])
     assert small.metric("llm2vec_gen_batch_size_count", kind="embed") - before == 1
     assert small.metric("llm2vec_gen_batch_size_bucket", kind="embed", le="2.0") < small.metric(
         "llm2vec_gen_batch_size_bucket", kind="embed", le="4.0"
@@ -187,7 +185,7 @@ def test_429_then_sigterm_finishes_accepted_requests(small, alone):
     slow, answers = asyncio.run(asyncio.wait_for(slow_then(small, load), timeout=300))
     assert slow.status_code == 200 and len(slow.json()["data"]) == 4
     for text, response in zip(TEXTS[2:5], answers, strict=True):
-        np.testing.assert_allclose(vectors("/embed", response)[0], alone[text], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(vectors("/embed", response)[0], alone[text])
     assert small.proc.wait(timeout=120) == 0, small.tail()
     with pytest.raises(httpx.ConnectError):
         httpx.get(small.url + "/health", timeout=5)

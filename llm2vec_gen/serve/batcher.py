@@ -15,10 +15,10 @@ safe to call from two threads: truncation settings are mutated per call). The ev
 4. scatters the results to their jobs; a job whose rows are all done resolves its future on the
    event loop.
 
-Results are those of ``LLM2VecGenModel.encode_ids`` / ``decode`` on the batch: bit for bit offline
-``encode``'s when the batch holds the same texts (one request served alone), and within rounding
-otherwise (measured on the CPU: <= 1e-6 on unit vectors; a padded row goes through the attention
-kernel with more masked keys, and a one-row batch takes the BLAS gemv path in the head's addmm).
+Results are those of ``LLM2VecGenModel.encode_ids`` / ``decode`` on the batch. Encoding is
+batch-invariant (``llm2vec_gen.invariant``), so on the CPU each row is offline ``encode``'s of its
+text bit for bit, whatever it was batched with (same dtype and torch thread count; not with
+``--quantize int8``, whose activation scale is one per batch; not guaranteed on CUDA).
 """
 
 from __future__ import annotations
