@@ -12,6 +12,11 @@ httpx client in this process, each request one text to ``/v1/embeddings`` in bas
 - latency: requests sent at a fixed rate (open loop, ``RATE`` per second for ``DURATION`` s),
   p50 / p99 from send to answer.
 
+- what batch invariance costs (``llm2vec_gen.invariant``: per-row attention, GEMM rows padded to a
+  multiple of 8): offline ``encode`` against the same encode with transformers' SDPA over each
+  padded batch and the heads on the batch's own rows (the encode path before #14's invariance),
+  timed in turn within each round, on this tiny model and on an LLM of SmolLM2-135M's shape.
+
     OMP_NUM_THREADS=1 pytest benchmarks/bench_serve.py --benchmark-only -s --benchmark-json=serve.json
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,7 +32,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
+from bench_cpu_limits import SHAPES, random_llm
 from bench_encode import mixed_texts
+
+from llm2vec_gen.batching import positions, token_batches
+from llm2vec_gen.ops import encode_tail
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the live-server helper
 from serve_process import LiveServer  # noqa: E402
@@ -141,7 +152,7 @@ def bench_server_vs_offline(benchmark, server, model, texts):
     print("\n" + "\n".join(f"{name}: {rate:.1f} texts/s" for name, rate in rates.items()))
     print(f"32 clients / offline = {many / offline:.2f}, 32 clients / 1 client = {many / one:.2f}")
     expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    np.testing.assert_allclose(served(server.url, texts, CLIENTS), expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(served(server.url, texts, CLIENTS), expected)  # batch-invariant
 
 
 def bench_server_latency_at_fixed_rate(benchmark, server, texts):
@@ -153,3 +164,58 @@ def bench_server_latency_at_fixed_rate(benchmark, server, texts):
     print(
         f"\nlatency at {RATE:g}/s: p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, {len(latencies)} requests"
     )
+
+
+@torch.inference_mode()
+def batch_dependent_encode(model, texts: list[str], batch_size: int) -> torch.Tensor:
+    """[n, D] fp32 as ``encode`` ran before its batch invariance: transformers' SDPA over each
+    length-sorted, left-padded batch (pads masked) and the folded heads on the batch's own rows."""
+    rows = model.tokenize(texts)
+    out = torch.empty(len(rows), model.embedding_dim)
+    for batch in token_batches([len(r) for r in rows], batch_size):
+        ids, mask = model.pad([rows[i] for i in batch])
+        hidden = model.llm.base_model(
+            inputs_embeds=model.embed_tokens(ids), attention_mask=mask, position_ids=positions(mask)
+        ).last_hidden_state[:, -model.num_encode_tokens :]
+        out[batch] = encode_tail(hidden, *model.folded_heads())
+    return out
+
+
+@pytest.fixture(scope="module")
+def smollm2_model():
+    """A random LLM of SmolLM2-135M's shape (Qwen tokenizer's vocabulary), K=10, D=576."""
+    from llm2vec_gen.model import LLM2VecGenModel
+    from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer
+
+    llm = random_llm(dataclasses.replace(SHAPES["smollm2"], vocab=QWEN_VOCAB_SIZE))
+    return LLM2VecGenModel.from_base(llm, qwen_tokenizer(), 10, teacher_dim=576, device="cpu")
+
+
+@pytest.mark.parametrize("shape", ["tiny Qwen3 H=256 L=4, 256 texts", "SmolLM2-135M shape, 32 texts"])
+def bench_invariance_cost(benchmark, request, texts, shape):
+    """Batch-invariant ``encode`` vs the batch-dependent one, in turn each round (batch 32, 5..400
+    words); the ratio is of per-provider medians over the rounds."""
+    tiny = shape.startswith("tiny")
+    model = request.getfixturevalue("model" if tiny else "smollm2_model")
+    some = texts if tiny else texts[:32]
+    runs = {
+        "batch-dependent": lambda: batch_dependent_encode(model, some, 32),
+        "batch-invariant": lambda: model.encode(some, batch_size=32),
+    }
+    torch.testing.assert_close(runs["batch-invariant"](), runs["batch-dependent"](), rtol=1e-4, atol=1e-5)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+
+    def one_round() -> None:
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+
+    benchmark.group = f"encode, batch invariance cost: {shape}, fp32, 1 torch thread"
+    benchmark.extra_info.update(provider="batch-dependent, batch-invariant in turn", baseline=True)
+    benchmark.pedantic(one_round, rounds=3 if tiny else 2)
+    rates = {name: len(some) / float(np.median(s)) for name, s in seconds.items()}
+    ratio = rates["batch-invariant"] / rates["batch-dependent"]
+    benchmark.extra_info.update(texts_per_s=rates, ratio_invariant_vs_dependent=ratio)
+    print("\n" + "\n".join(f"{name}: {rate:.2f} texts/s" for name, rate in rates.items()))
+    print(f"batch-invariant / batch-dependent = {ratio:.3f}")
