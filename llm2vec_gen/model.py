@@ -137,7 +137,8 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         run_config's torch_dtype (bf16 for the released models) as the reference; None (default)
         is that on CUDA and fp32 on the CPU. device: CUDA when available. The heads, the K rows and
         pooling stay fp32 whatever the LLM's dtype. ``quantize="int8"`` (CPU, fp32): the LLM's backbone
-        linear layers become dynamic int8 for inference (``llm2vec_gen.precision``).
+        linear layers become dynamic int8 for inference, after SmoothQuant calibrated on 16 built-in
+        texts (``llm2vec_gen.precision``).
         """
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise TypeError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: pass one")
@@ -157,8 +158,6 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
             if quantize is not None:
                 raise ValueError(f"{parts.root}: quantize={quantize!r} is not supported with a LoRA encoder")
             lora = apply_encoder_lora(llm.base_model, parts.lora)  # our own copy of the LLM
-        if quantize == "int8":
-            precision.quantize_int8(llm.base_model)
         if parts.special_rows.shape[1] != llm.config.hidden_size:
             raise ValueError(
                 f"{ckpt.ADAPTER_WEIGHTS}: rows of width {parts.special_rows.shape[1]} do not fit the base "
@@ -178,7 +177,10 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
             else parts.base_model_name_or_path,
         )
         model._lora = lora
-        return model.to(device)
+        model = model.to(device)
+        if quantize == "int8":
+            precision.smooth_and_quantize_int8(model)
+        return model
 
     @classmethod
     def from_base(

@@ -7,14 +7,17 @@ them so); only the frozen LLM changes:
   (CUDA; x86 CPUs with avx512_bf16 or AMX); on a CPU without it oneDNN emulates bf16 and a matmul
   is several times slower than fp32 (benchmarks/bench_cpu_limits.py measures both), so loading
   warns there.
-- ``quantize="int8"``: every ``nn.Linear`` of the LLM's backbone becomes torch's dynamic int8 linear
-  (``torch.ao.nn.quantized.dynamic.Linear``: weights int8 per output channel, activations quantized
-  per call, the fbgemm/x86 int8 GEMM). The LM head (used only by ``decode``; tied to the input table
-  in some models) and the embedding table stay as they are. Inference only: the quantized layers
-  have no gradient. One scale per activation tensor cannot represent LLMs with outlier channels:
-  on the trained SmolLM2-135M-Instruct checkpoint the embeddings lose their meaning (mean cosine
-  0.44 to fp32; per-token scales would give 0.92), while random and tiny models stay >= 0.996.
-  Loading warns; compare against fp32 on your data (benchmarks/precision_quality.py) before use.
+- ``quantize="int8"``: every ``nn.Linear`` of the LLM's backbone becomes ``PerTokenInt8Linear``:
+  torch's dynamic int8 linear (``torch.ao.nn.quantized.dynamic.Linear``: weights int8 per output
+  channel, the fbgemm/x86 int8 GEMM) fed rows scaled to max |x| = 1, so each token is quantized with
+  its own scale instead of one per tensor. Before that, SmoothQuant (``llm2vec_gen.smooth``) moves
+  the activation outlier channels into the weights, with scales from a calibration pass over
+  ``calibration_texts()`` (16 fixed texts, one at a time: deterministic, about a second on a 135M
+  model). The LM head (used only by ``decode``; tied to the input table in some models) and the
+  embedding table stay as they are. Inference only: the quantized layers have no gradient. Rounding
+  the weights to int8 per output channel is itself too coarse for small LLMs: on the trained
+  SmolLM2-135M-Instruct checkpoint the weights alone (fp32 activations) give a worst row cosine of
+  0.98 to fp32 and the full int8 model about 0.9 (benchmarks/RESULTS.md); loading warns.
 
 torch 2.13 deprecates the quantized dtypes this kernel's packed weights use (pytorch#184982; the
 warning is silenced here) and names torchao as the way forward, but torchao's
@@ -25,14 +28,21 @@ the 2-core AVX2 VM (torchao 0.18, eager or compiled) against about 100 GFLOP/s f
 
 from __future__ import annotations
 
+import json
 import warnings
+from importlib import resources
 
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
 
+from llm2vec_gen import smooth
+from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION
+
 QUANTIZE_OPTIONS = ("int8",)
+SMOOTH_ALPHA = 0.65
+"""SmoothQuant's migration strength (0: none, 1: all into the weights); best measured on SmolLM2."""
 
 
 def cpu_has_native_bf16() -> bool:
@@ -60,9 +70,9 @@ def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.devi
                 f"(or no dtype), not {dtype}"
             )
         warnings.warn(
-            "quantize='int8' quantizes each activation tensor with one scale: LLMs with outlier "
-            "channels (e.g. SmolLM2-135M-Instruct) lose most of their embedding quality; compare "
-            "with fp32 on your data first",
+            "quantize='int8' rounds weights to int8 per output channel: small LLMs lose embedding "
+            "quality (SmolLM2-135M-Instruct: worst row cosine about 0.9 to fp32); compare with fp32 "
+            "on your data first",
             stacklevel=3,
         )
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
@@ -73,19 +83,67 @@ def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.devi
         )
 
 
+class PerTokenInt8Linear(nn.Module):
+    """``nn.Linear`` on torch's dynamic int8 kernel with one activation scale per token.
+
+    The kernel quantizes its whole input with one (min, max) range. Each row x is divided by its
+    max |x| (r), and one constant row (-1, 1, 0, ...) is appended, so the range is always exactly
+    [-1, 1]: every row is quantized on the same grid relative to its own r, whatever else is in the
+    batch (a row's output does not depend on the other rows). The output rows are multiplied back
+    by r and the bias (fp32) is added after.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        plain = nn.Linear(linear.in_features, linear.out_features, bias=False)
+        plain.weight = nn.Parameter(linear.weight.detach().float(), requires_grad=False)
+        plain.qconfig = per_channel_dynamic_qconfig
+        with warnings.catch_warnings():  # torch 2.13: qint8 tensors deprecated (pytorch#184982)
+            warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per")
+            self.linear = DynamicInt8Linear.from_float(plain)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
+        pin = torch.zeros(1, linear.in_features)
+        pin[0, 0], pin[0, -1] = -1.0, 1.0
+        self.register_buffer("pin", pin, persistent=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] fp32 -> [..., out] fp32."""
+        rows = x.reshape(-1, self.in_features)
+        r = rows.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)  # [T, 1]
+        y = self.linear(torch.cat([rows / r, self.pin]))[:-1].mul_(r)  # [T, out]
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
 @torch.no_grad()
 def quantize_int8(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.Linear`` under ``module`` (in place) by torch's dynamic int8 linear.
-
-    Weights become int8 with one fp32 scale per output channel (symmetric); each call quantizes its
-    fp32 input [..., in] per tensor and returns fp32 [..., out]. Returns ``module``.
-    """
+    """Replace every ``nn.Linear`` under ``module`` (in place) by ``PerTokenInt8Linear``; returns it."""
     for name, child in list(module.named_children()):
         if type(child) is nn.Linear:
-            child.qconfig = per_channel_dynamic_qconfig
-            with warnings.catch_warnings():  # torch 2.13: qint8 tensors deprecated (pytorch#184982)
-                warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per")
-                setattr(module, name, DynamicInt8Linear.from_float(child.float()))
+            setattr(module, name, PerTokenInt8Linear(child))
         else:
             quantize_int8(child)
     return module
+
+
+def calibration_texts() -> list[str]:
+    """The 16 built-in calibration texts: the first 8 query/answer pairs of the shipped training
+    answers (``data/smollm2-135m-answers.jsonl``), with the retrieval query and passage instructions."""
+    lines = (
+        resources.files("llm2vec_gen").joinpath("data/smollm2-135m-answers.jsonl").read_text().splitlines()
+    )
+    rows = [json.loads(line) for line in lines[:8]]
+    return [QUERY_INSTRUCTION + r["query"] for r in rows] + [PASSAGE_INSTRUCTION + r["answer"] for r in rows]
+
+
+@torch.no_grad()
+def smooth_and_quantize_int8(model: nn.Module, alpha: float = SMOOTH_ALPHA) -> None:
+    """Make an fp32 ``LLM2VecGenModel``'s backbone int8 in place: SmoothQuant calibrated by encoding
+    ``calibration_texts()`` one at a time (``smooth.smooth_decoder``), then ``quantize_int8``."""
+    backbone = model.llm.base_model
+    run = lambda: model.encode(calibration_texts(), batch_size=1)  # noqa: E731
+    smooth.smooth_decoder(backbone, run, alpha, model.llm.config.num_key_value_heads)
+    quantize_int8(backbone)

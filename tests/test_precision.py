@@ -1,4 +1,4 @@
-"""Inference precision (llm2vec_gen/precision.py): bf16 and dynamic int8 LLMs against the fp32 model.
+"""Inference precision (llm2vec_gen/precision.py, smooth.py): bf16 and int8 LLMs against the fp32 model.
 
 A seeded random Llama of odd shape (hidden 72, 3 layers, 6 heads / 2 KV heads, intermediate 200)
 saved as a checkpoint with the real Qwen tokenizer, loaded three times: fp32 (the reference), bf16
@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
+from llm2vec_gen import smooth
 from llm2vec_gen.model import LLM2VecGenModel
-from llm2vec_gen.precision import check_precision, cpu_has_native_bf16, quantize_int8
+from llm2vec_gen.precision import PerTokenInt8Linear, check_precision, cpu_has_native_bf16, quantize_int8
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer, tiny_llama
 
 TEXTS = [
@@ -63,31 +64,128 @@ def test_bf16_llm_fp32_heads(checkpoint, fp32_embeddings):
 
 
 def test_int8_backbone_linears(checkpoint, fp32_embeddings):
-    with pytest.warns(UserWarning, match="outlier"):
+    with pytest.warns(UserWarning, match="per output channel"):
         model = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", quantize="int8")
     backbone = list(model.llm.base_model.modules())
     assert not any(type(m) is nn.Linear for m in backbone)
-    assert sum(type(m) is DynamicInt8Linear for m in backbone) == 3 * 7  # q k v o gate up down
+    assert sum(type(m) is PerTokenInt8Linear for m in backbone) == 3 * 7  # q k v o gate up down
     assert type(model.llm.get_output_embeddings()) is nn.Linear  # decode's LM head untouched
     assert model.recon_head.weight.dtype == torch.float32
     emb = model.encode(TEXTS, batch_size=2, convert_to_tensor=True)
     assert emb.dtype == torch.float32
     assert _row_cosines(emb, fp32_embeddings).min() >= 0.99
     assert len(model.decode(TEXTS[:2], max_new_tokens=3)) == 2
+    with pytest.warns(UserWarning, match="per output channel"):  # calibration is deterministic
+        again = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", quantize="int8")
+    assert torch.equal(again.encode(TEXTS, batch_size=2, convert_to_tensor=True), emb)
+    # one scale per token: a row's embedding does not depend on the rest of its batch
+    alone = torch.cat([model.encode([t], convert_to_tensor=True) for t in TEXTS])
+    assert torch.equal(alone, emb)
 
 
 def test_quantize_int8_nested_modules_match_fp64():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(37, 129), nn.GELU(), nn.Sequential(nn.Linear(129, 61, bias=False)))
-    x = torch.randn(53, 37)
+    x = torch.randn(5, 53, 37)
     with torch.no_grad():
         want = net.double()(x.double())
         net.float()
     quantize_int8(net)
-    assert type(net[0]) is DynamicInt8Linear and type(net[2][0]) is DynamicInt8Linear
+    assert type(net[0]) is PerTokenInt8Linear and type(net[2][0]) is PerTokenInt8Linear
     got = net(x)
-    assert got.dtype == torch.float32 and got.shape == (53, 61)
+    assert got.dtype == torch.float32 and got.shape == (5, 53, 61)
     assert _row_cosines(got, want).min() >= 0.99
+
+
+def test_per_token_scales_against_per_tensor():
+    """A row 1000x larger than the others: one scale per tensor rounds the small rows to noise, one
+    scale per token keeps every row (fp64 oracle); the bias is added in fp32."""
+    torch.manual_seed(1)
+    linear = nn.Linear(67, 31)
+    x = torch.randn(23, 67)
+    x[7] *= 1000.0
+    want = nn.functional.linear(x.double(), linear.weight.double(), linear.bias.double())
+    plain = nn.Linear(67, 31)
+    plain.load_state_dict(linear.state_dict())
+    plain.qconfig = torch.ao.quantization.qconfig.per_channel_dynamic_qconfig
+    per_tensor = DynamicInt8Linear.from_float(plain)(x)
+    per_token = PerTokenInt8Linear(linear)(x)
+    assert _row_cosines(per_tensor, want).min() < 0.9
+    assert _row_cosines(per_token, want).min() >= 0.999
+    assert torch.equal(PerTokenInt8Linear(linear)(x[:3]), per_token[:3])  # rows independent
+    assert torch.equal(PerTokenInt8Linear(linear)(torch.zeros(2, 67)), linear.bias.detach().expand(2, -1))
+
+
+def _llama_layer(bias: bool) -> tuple[nn.Module, int]:
+    """A seeded decoder layer of odd shape with grouped-query attention (hidden 60, 6 heads / 2 KV
+    heads, intermediate 97), outlier input channels, and q/k/v biases when ``bias`` (Qwen2 style)."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    config = LlamaConfig(hidden_size=60, intermediate_size=97, num_attention_heads=6, num_key_value_heads=2,
+                         attention_bias=bias, attn_implementation="eager")  # fmt: skip
+    torch.manual_seed(2)
+    layer = LlamaDecoderLayer(config, 0).double()
+    with torch.no_grad():
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.weight.copy_(torch.rand(60) + 0.5)
+            norm.weight[[3, 41]] *= 40.0  # outlier channels
+    return layer, config
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_smooth_layer_keeps_the_function(bias):
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    layer, config = _llama_layer(bias)
+    h = torch.randn(3, 11, 60, dtype=torch.float64)
+    rope = LlamaRotaryEmbedding(config)(h, torch.arange(11)[None].expand(3, -1))
+    run = lambda: layer(h, position_embeddings=rope, attention_mask=None)  # noqa: E731
+    want = run()
+    seen = [getattr(layer.self_attn if n in smooth.ATTENTION else layer.mlp, n) for n in smooth.SEEN]
+    absmax = dict(zip(smooth.SEEN, smooth.activation_absmax(seen, run), strict=True))
+    assert absmax["q_proj"][[3, 41]].min() > 5 * absmax["q_proj"].median()
+    smooth.smooth_layer(layer, absmax, 0.65, config.num_key_value_heads)
+    torch.testing.assert_close(run(), want, rtol=1e-10, atol=1e-10)
+    after = dict(zip(smooth.SEEN, smooth.activation_absmax(seen, run), strict=True))
+    for name in smooth.SEEN:  # the spread across channels shrinks
+        spread = lambda a: (a.max() / a.median()).item()  # noqa: E731
+        assert spread(after[name]) < spread(absmax[name])
+
+
+def test_smooth_scales_formula():
+    absmax = torch.tensor([4.0, 1.0, 0.0])
+    w = torch.tensor([[1.0, -0.25, 2.0], [-2.0, 0.5, 1.0]])
+    s = smooth.smooth_scales(absmax, [w], 0.5)
+    want = torch.tensor([4.0**0.5 / 2.0**0.5, 1.0 / 0.5**0.5, 1e-5**0.5 / 2.0**0.5], dtype=torch.float64)
+    torch.testing.assert_close(s, want)
+
+
+def test_decoder_layers_rejects_other_layouts():
+    with pytest.raises(ValueError, match="has no .layers"):
+        smooth.decoder_layers(nn.Linear(3, 3))
+    layer, _ = _llama_layer(False)
+
+    class OnePlusWeightNorm(nn.Module):  # Gemma's RMSNorm: x * (1 + w), the weight cannot absorb s
+        def __init__(self, n: int):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(n))
+
+        def forward(self, x):
+            return x * (1 + self.weight)
+
+    layer.post_attention_layernorm = OnePlusWeightNorm(60).double()
+    with pytest.raises(ValueError, match="does not scale with its weight"):
+        smooth.decoder_layers(_backbone(layer))
+    layer.mlp.up_proj = nn.Identity()
+    with pytest.raises(ValueError, match="is not Llama-style"):
+        smooth.decoder_layers(_backbone(layer))
+
+
+def _backbone(layer: nn.Module) -> nn.Module:
+    backbone = nn.Module()
+    backbone.layers = nn.ModuleList([layer])
+    return backbone
 
 
 @pytest.mark.parametrize(
