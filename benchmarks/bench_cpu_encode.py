@@ -14,6 +14,11 @@ tokenizer's vocabulary (151,669 + K), saved as a base model and a checkpoint tha
 texts/s and tokens/s (the texts' own tokens, without the K special tokens) are in extra_info, and for
 this library the worst and mean per-row cosine of its embeddings against its fp32 ones.
 
+``bench_token_budget`` (its own group): this library in fp32 on 64 texts of 5-400 tokens, the
+default ``batch_size=32`` against token budgets (``max_batch_tokens``) and smaller fixed batches;
+extra_info has the padding waste and the largest batch's padded tokens (what bounds the memory of a
+forward pass: activations grow with it).
+
     pytest benchmarks/bench_cpu_encode.py --benchmark-only --benchmark-json=/tmp/cpu_encode.json
 """
 
@@ -31,6 +36,7 @@ from bench_cpu_limits import SHAPES, random_llm
 from bench_reference import DRIVER, REFENV_PYTHON, _Reference
 from transformers import AutoModel
 
+from llm2vec_gen.batching import padded_tokens, token_batches
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer
 
@@ -142,3 +148,28 @@ def bench_ours(benchmark, setup, precision, max_batch_tokens):
     reference = FP32_EMBEDDINGS.setdefault("fp32", emb)
     cos = torch.nn.functional.cosine_similarity(emb.double(), reference.double(), dim=-1)
     benchmark.extra_info.update(min_cosine_vs_fp32=float(cos.min()), mean_cosine_vs_fp32=float(cos.mean()))
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "max_batch_tokens"),
+    [(32, None), (32, 2048), (32, 4096), (32, 8192), (8, None)],
+)
+def bench_token_budget(benchmark, setup, batch_size, max_batch_tokens):
+    root, _, _ = setup
+    texts = corpus_texts(64, seed=1)
+    model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu")
+    lengths = [len(row) for row in model.tokenize(texts, max_length=MAX_LENGTH)]
+    batches = token_batches(lengths, batch_size, max_batch_tokens)
+    tokens = sum(len(ids) for ids in qwen_tokenizer()(texts)["input_ids"])
+
+    def encode() -> torch.Tensor:
+        return model.encode(texts, MAX_LENGTH, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+
+    provider = f"llm2vec_gen fp32, batch_size={batch_size}, max_batch_tokens={max_batch_tokens}"
+    _record(benchmark, provider, encode, texts, tokens)
+    benchmark.group = "token budget: encode 64 texts of 5-400 tokens, SmolLM2-135M shape, CPU, 1 thread"
+    benchmark.extra_info.update(
+        baseline=(batch_size, max_batch_tokens) == (32, None), batches=len(batches),
+        padding_waste=round(1 - sum(lengths) / padded_tokens(lengths, batches), 4),
+        largest_batch_padded_tokens=max(padded_tokens(lengths, [b]) for b in batches),
+    )  # fmt: skip

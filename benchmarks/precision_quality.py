@@ -1,87 +1,215 @@
-"""Quality of bf16 and int8 encode against fp32 on one checkpoint (issue #16), on the bundled retrieval set.
+"""Quality and speed of bf16 and int8 encode against fp32 on one trained model (issue #16).
 
-Loads the checkpoint three times on the CPU (fp32, ``dtype=torch.bfloat16``, ``quantize="int8"``),
-embeds the queries and passages of ``llm2vec_gen.evaluate.sample_retrieval_set`` with the paper's
-instructions (and the demo corpus: its 150 queries against its 150 answers), and prints one JSON
-object: per set and precision the retrieval metrics (``evaluate_retrieval``) and, against fp32, the
-worst and mean per-row cosine, the share of queries with the same top-1 and the mean top-10 overlap.
+Loads the model once in fp32 and derives each variant from a copy: what ships (``bf16``: the LLM in
+bf16, as ``from_pretrained(dtype=torch.bfloat16)``; ``int8``: SmoothQuant + per-token int8, as
+``from_pretrained(quantize="int8")``), and the variants that say where quality goes (bf16 weights
+with fp32 arithmetic, bf16 GEMMs under autocast with an fp32 residual stream, int8 without
+smoothing or with one activation scale per tensor, int8 weights with fp32 activations). Texts: the
+bundled retrieval set (queries and passages with the paper's instructions) and the 50 Lee documents
+(STS instruction). One JSON object: per variant the encode seconds of all texts (one thread, batches
+of 16, in this run) and the ratio to fp32, the worst and mean per-row cosine to fp32 over every
+text, nDCG@10 / recall@10 and same-top-1 share on the retrieval set, and Spearman on the Lee pairs.
+``transformers mean-pooled`` compares plain transformers' own bf16 and fp32 LLM (mean-pooled last
+hidden states, no special tokens, no heads) on the same texts.
 
-    python benchmarks/precision_quality.py CKPT [--base BASE_LLM]
+    python benchmarks/precision_quality.py --smollm2             # the demo's shipped SmolLM2 model
+    python benchmarks/precision_quality.py CKPT [--base BASE_LLM] [--variants fp32 int8 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-from importlib import resources
+import time
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
 
-from llm2vec_gen.evaluate import RetrievalSet, evaluate_retrieval, sample_retrieval_set
+from llm2vec_gen import precision, smooth
+from llm2vec_gen.evaluate import evaluate_retrieval, sample_retrieval_set
+from llm2vec_gen.integrations.human_eval import lee_documents, lee_spearman
+from llm2vec_gen.integrations.instructions import STS_INSTRUCTION
 from llm2vec_gen.model import LLM2VecGenModel
 
-OPTIONS = {"fp32": {}, "bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}
+
+def _per_tensor_int8(model: LLM2VecGenModel) -> None:
+    """torch's dynamic int8 linear as is (one activation scale per tensor): what shipped before."""
+    for parent in list(model.llm.base_model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                child.qconfig = per_channel_dynamic_qconfig
+                setattr(parent, name, DynamicInt8Linear.from_float(child))
 
 
-class Recorder:
-    """Forwards ``encode`` to a model and keeps what it returned, so one ``evaluate_retrieval`` pass
-    gives the metrics and the embeddings (queries [Q, D], then passages [P, D], L2-normalised)."""
-
-    def __init__(self, model: LLM2VecGenModel):
-        self.model, self.outputs = model, []
-
-    def encode(self, texts: list[str], **kwargs) -> np.ndarray:
-        self.outputs.append(self.model.encode(texts, **kwargs))
-        return self.outputs[-1]
+@torch.no_grad()
+def _int8_weights_only(model: LLM2VecGenModel) -> None:
+    """Round every backbone linear's weight to int8 per output channel (symmetric, absmax / 127, as
+    the int8 kernel's weights) and keep fp32 arithmetic: the error of the weights alone."""
+    for module in model.llm.base_model.modules():
+        if type(module) is nn.Linear:
+            scale = module.weight.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
+            module.weight.copy_((module.weight / scale).round().clamp(-127, 127) * scale)
 
 
-def demo_retrieval_set() -> RetrievalSet:
-    """The demo corpus as a retrieval set: each of its 150 queries against all 150 answers."""
-    lines = resources.files("llm2vec_gen").joinpath("data/demo_corpus.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    queries = {r["id"]: r["query"] for r in rows}
-    return queries, {r["id"]: r["answer"] for r in rows}, {i: {i: 1} for i in queries}
+def _smooth(alpha: float) -> Callable[[LLM2VecGenModel], None]:
+    def apply(model: LLM2VecGenModel) -> None:
+        run = lambda: model.encode(precision.calibration_texts(), batch_size=1)  # noqa: E731
+        smooth.smooth_decoder(model.llm.base_model, run, alpha, model.llm.config.num_key_value_heads)
+
+    return apply
 
 
-def compare(models: dict[str, LLM2VecGenModel], data: RetrievalSet) -> dict[str, dict]:
-    """Per precision: retrieval metrics; against fp32 (the first model): worst and mean per-row cosine
-    over queries and passages, the share of queries with the same top-1 and the mean top-10 overlap."""
-    out, reference = {}, None
-    for name, model in models.items():
-        recorder = Recorder(model)
-        entry = {"retrieval": evaluate_retrieval(recorder, data)}
-        q, d = recorder.outputs
-        top = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :10]
-        if reference is None:
-            reference = (q, d, top)
-        else:
-            cos = np.concatenate([(q * reference[0]).sum(1), (d * reference[1]).sum(1)])
-            overlap = [len(set(a) & set(b)) / 10 for a, b in zip(top, reference[2], strict=True)]
-            entry.update(
-                min_cosine=float(cos.min()),
-                mean_cosine=float(cos.mean()),
-                same_top1_share=float((top[:, 0] == reference[2][:, 0]).mean()),
-                mean_top10_overlap=float(np.mean(overlap)),
-            )
-        out[name] = entry
-    return out
+def _chain(*steps: Callable[[LLM2VecGenModel], None]) -> Callable[[LLM2VecGenModel], None]:
+    def apply(model: LLM2VecGenModel) -> None:
+        for step in steps:
+            step(model)
+
+    return apply
+
+
+def _int8_only(kinds: tuple[str, ...], layers: range | None = None) -> Callable[[LLM2VecGenModel], None]:
+    """The shipped int8 (SmoothQuant a=0.65 over every layer, per-token int8) on only the linears
+    named ``kinds`` in ``layers`` (default all); the rest stay fp32: per-layer sensitivity."""
+
+    def apply(model: LLM2VecGenModel) -> None:
+        _smooth(precision.SMOOTH_ALPHA)(model)
+        for i, layer in enumerate(model.llm.base_model.layers):
+            for part in (layer.self_attn, layer.mlp):
+                for name, child in list(part.named_children()):
+                    if type(child) is nn.Linear and name in kinds and (layers is None or i in layers):
+                        setattr(part, name, precision.PerTokenInt8Linear(child))
+
+    return apply
+
+
+SENSITIVITY = {
+    **{f"int8 only {kind}": _int8_only((kind,)) for kind in (*smooth.ATTENTION, *smooth.MLP)},
+    **{f"int8 only layers {i}-{i + 5}": _int8_only((*smooth.ATTENTION, *smooth.MLP), range(i, i + 6))
+       for i in range(0, 30, 6)},
+}  # fmt: skip
+"""Per-layer sensitivity on SmolLM2-135M (30 layers): one kind of linear, or one block of six layers."""
+
+
+def _autocast_layers(model: LLM2VecGenModel) -> None:
+    """Each decoder layer under CPU autocast to bf16: its GEMMs (and attention) in bf16, its norms in
+    fp32, and the residual stream fp32 (``residual + bf16 output`` promotes)."""
+    for layer in model.llm.base_model.layers:
+        layer.forward = torch.autocast("cpu", dtype=torch.bfloat16)(layer.forward)
+
+
+AUTOCAST = "bf16 GEMMs (autocast), fp32 weights, residual stream and norms"
+VARIANTS: dict[str, Callable[[LLM2VecGenModel], None]] = {
+    "fp32": lambda m: None,
+    "bf16": lambda m: m.llm.to(torch.bfloat16),
+    "bf16 weights, fp32 arithmetic": lambda m: m.llm.to(torch.bfloat16).float(),
+    AUTOCAST: _autocast_layers,
+    "int8 (shipped: SmoothQuant a=0.65, per-token)": precision.smooth_and_quantize_int8,
+    "int8 per-token, SmoothQuant a=0.5": _chain(
+        _smooth(0.5), lambda m: precision.quantize_int8(m.llm.base_model)
+    ),
+    "int8 per-token, SmoothQuant a=0.8": _chain(
+        _smooth(0.8), lambda m: precision.quantize_int8(m.llm.base_model)
+    ),
+    "int8 per-token, no smoothing": lambda m: precision.quantize_int8(m.llm.base_model),
+    "int8 per-tensor, SmoothQuant a=0.65": _chain(_smooth(0.65), _per_tensor_int8),
+    "int8 per-tensor, no smoothing (before #16's fix)": _per_tensor_int8,
+    "int8 weights only, fp32 activations": _int8_weights_only,
+    **SENSITIVITY,
+}
+
+
+def encode_all(model: LLM2VecGenModel) -> tuple[np.ndarray, dict, float, float]:
+    """(embeddings of queries, passages and Lee documents [N, D], retrieval metrics, Lee Spearman,
+    seconds) of one model."""
+    outputs = []
+
+    class Recorder:
+        def encode(self, texts: list[str], **kwargs) -> np.ndarray:
+            outputs.append(model.encode(texts, **kwargs))
+            return outputs[-1]
+
+    recorder = Recorder()
+    lee = lambda texts: recorder.encode(list(texts), instruction=STS_INSTRUCTION, batch_size=16,  # noqa: E731
+                                        convert_to_numpy=True)  # fmt: skip
+    start = time.perf_counter()
+    retrieval = evaluate_retrieval(recorder, sample_retrieval_set(), batch_size=16)
+    rho = lee_spearman(lee)
+    seconds = time.perf_counter() - start
+    return np.concatenate([np.asarray(o, dtype=np.float64) for o in outputs]), retrieval, rho, seconds
+
+
+@torch.no_grad()
+def transformers_mean_pooled(model: LLM2VecGenModel) -> dict[str, float]:
+    """Plain transformers, no special tokens or heads: the LLM's last hidden states mean-pooled over
+    each text, bf16 against fp32, over the same texts (raw, no instructions)."""
+    queries, corpus, _ = sample_retrieval_set()
+    texts = [*queries.values(), *corpus.values(), *lee_documents()]
+    llm = model.llm.base_model
+    pooled = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        net = copy.deepcopy(llm).to(dtype)
+        rows = []
+        for text in texts:
+            ids = model.tokenizer(text, return_tensors="pt").input_ids
+            rows.append(net(input_ids=ids).last_hidden_state[0].double().mean(0))
+        pooled[dtype] = torch.stack(rows)
+    cos = nn.functional.cosine_similarity(pooled[torch.bfloat16], pooled[torch.float32], dim=-1)
+    return {"min_cosine": cos.min().item(), "mean_cosine": cos.mean().item(), "texts": len(texts)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?", help="a checkpoint directory (or --smollm2)")
+    parser.add_argument(
+        "--smollm2", action="store_true", help="the demo's SmolLM2 model with the shipped parts"
+    )
     parser.add_argument("--base", default=None, help="base LLM (default: the checkpoint's run_config)")
-    parser.add_argument("--sample-only", action="store_true", help="skip the demo corpus (slow models)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                        default=[v for v in VARIANTS if v not in SENSITIVITY])  # fmt: skip
+    parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()
-    models = {
-        name: LLM2VecGenModel.from_pretrained(args.checkpoint, device="cpu", base_model=args.base, **options)
-        for name, options in OPTIONS.items()
-    }
-    sets = {"sample_retrieval_set (16 queries)": sample_retrieval_set()}
-    if not args.sample_only:
-        sets["demo corpus (150 queries)"] = demo_retrieval_set()
-    summary = {"checkpoint": args.checkpoint, **{name: compare(models, data) for name, data in sets.items()}}
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore", message=".*(emulated|qint8|quantize_per).*")
+    if args.smollm2:
+        from llm2vec_gen import demo
+        from llm2vec_gen.bases import resolve_base
+
+        base, source = (
+            demo.load_trained(resolve_base(demo.BASE), demo.PARTS["minilm"], device="cpu"),
+            str(demo.PARTS["minilm"].name),
+        )
+    else:
+        base, source = (
+            LLM2VecGenModel.from_pretrained(args.checkpoint, device="cpu", base_model=args.base),
+            args.checkpoint,
+        )
+    summary: dict = {"model": source, "threads": torch.get_num_threads(), "variants": {}}
+    reference = None
+    for name in ["fp32", *[v for v in args.variants if v != "fp32"]]:
+        model = copy.deepcopy(base)
+        VARIANTS[name](model)
+        emb, retrieval, rho, seconds = encode_all(model)
+        queries = int(retrieval["num_queries"])
+        if reference is None:
+            reference = emb, seconds
+        entry = {"seconds": round(seconds, 2), "speed_vs_fp32": round(reference[1] / seconds, 3)}
+        unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        ref = reference[0] / np.linalg.norm(reference[0], axis=1, keepdims=True)
+        cos = (unit * ref).sum(1)
+        top1 = [np.argmax(u[:queries] @ u[queries : len(u) - 50].T, axis=1) for u in (unit, ref)]
+        entry.update(min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
+                     same_top1_share=float((top1[0] == top1[1]).mean()), ndcg10=retrieval["ndcg@10"],
+                     recall10=retrieval["recall@10"], lee_spearman=rho)  # fmt: skip
+        summary["variants"][name] = entry
+        print(name, json.dumps(entry), flush=True)
+    if not args.skip_transformers:
+        summary["transformers mean-pooled, bf16 vs fp32"] = transformers_mean_pooled(base)
     print(json.dumps(summary, indent=2))
 
 
