@@ -191,16 +191,22 @@ def smollm2_model():
     return LLM2VecGenModel.from_base(llm, qwen_tokenizer(), 10, teacher_dim=576, device="cpu")
 
 
-@pytest.mark.parametrize("shape", ["tiny Qwen3 H=256 L=4, 256 texts", "SmolLM2-135M shape, 32 texts"])
-def bench_invariance_cost(benchmark, request, texts, shape):
-    """Batch-invariant ``encode`` vs the batch-dependent one, in turn each round (batch 32, 5..400
-    words); the ratio is of per-provider medians over the rounds."""
-    tiny = shape.startswith("tiny")
-    model = request.getfixturevalue("model" if tiny else "smollm2_model")
-    some = texts if tiny else texts[:32]
+INVARIANCE_CASES = {  # name: (model fixture, texts, batch size, rounds)
+    "tiny Qwen3 H=256 L=4, 256 texts, batch 32": ("model", N_TEXTS, 32, 3),
+    "tiny Qwen3 H=256 L=4, 64 texts, batch 1": ("model", 64, 1, 3),
+    "SmolLM2-135M shape, 32 texts, batch 32": ("smollm2_model", 32, 32, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(INVARIANCE_CASES))
+def bench_invariance_cost(benchmark, request, texts, case):
+    """Batch-invariant ``encode`` vs the batch-dependent one, in turn each round (5..400 words); the
+    ratio is of per-provider medians over the rounds."""
+    fixture, count, batch_size, rounds = INVARIANCE_CASES[case]
+    model, some = request.getfixturevalue(fixture), texts[:count]
     runs = {
-        "batch-dependent": lambda: batch_dependent_encode(model, some, 32),
-        "batch-invariant": lambda: model.encode(some, batch_size=32),
+        "batch-dependent": lambda: batch_dependent_encode(model, some, batch_size),
+        "batch-invariant": lambda: model.encode(some, batch_size=batch_size),
     }
     torch.testing.assert_close(runs["batch-invariant"](), runs["batch-dependent"](), rtol=1e-4, atol=1e-5)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -211,9 +217,9 @@ def bench_invariance_cost(benchmark, request, texts, shape):
             run()
             seconds[name].append(time.perf_counter() - start)
 
-    benchmark.group = f"encode, batch invariance cost: {shape}, fp32, 1 torch thread"
+    benchmark.group = f"encode, batch invariance cost: {case}, fp32, 1 torch thread"
     benchmark.extra_info.update(provider="batch-dependent, batch-invariant in turn", baseline=True)
-    benchmark.pedantic(one_round, rounds=3 if tiny else 2)
+    benchmark.pedantic(one_round, rounds=rounds)
     rates = {name: len(some) / float(np.median(s)) for name, s in seconds.items()}
     ratio = rates["batch-invariant"] / rates["batch-dependent"]
     benchmark.extra_info.update(texts_per_s=rates, ratio_invariant_vs_dependent=ratio)
