@@ -44,15 +44,23 @@ EVAL_TABLE = DATA / "smollm2-135m-eval.json"
 """The evaluation rows (``evaluate_row``) recorded for the shipped parts (benchmarks/RESULTS.md)."""
 RECIPE = dict(
     batch_size=8,
-    micro_batch_size=4,
+    micro_batch_size=8,
     max_length=48,
-    lr=2e-3,
-    warmup_steps=6,
-    answer_suffix="<|im_end|>",
+    lr=1e-3,
+    warmup_steps=10,
+    answer_suffix="<|endoftext|>",
     seed=42,
-    distill="mse",
 )
-"""The training recipe of the shipped parts (``llm2vec-gen train`` flags of the same names)."""
+"""The training recipe of the shipped parts (``llm2vec-gen train`` flags of the same names). The
+suffix is SmolLM2's end-of-text special token, not its EOS ``<|im_end|>``: that one is also the pad
+id, whose labels are masked, so a model trained with it never learns to stop."""
+DISTILL = {"minilm": dict(distill="mse"), "self-mean": dict(distill="mse", align_weight=0.1)}
+"""The distillation per teacher: MSE to MiniLM's unit vectors; MSE weighted 0.1 to the base LLM's
+mean-pooled states, which are not normalised (norm ~ 33: at weight 1 their MSE swamps the
+reconstruction loss under the 1.0 gradient clip; 1 - cosine made the gradient norm spike to ~190
+and the reconstruction loss rise)."""
+STEPS = 250
+"""Training steps of the shipped parts: one pass over the 2,000 answers in batches of 8."""
 QUESTIONS = ("Why is the sky blue?", "How does gradient descent work?", "What causes the tides?")
 
 Log = Callable[[str], None]
@@ -94,13 +102,18 @@ def train_parts(
     log(f"teach ({teacher}): {time.perf_counter() - start:.0f}s")
     model = LLM2VecGenModel.from_base(base_dir, base_dir, teacher_dim=dim, device=device, seed=RECIPE["seed"])
     config = TrainConfig(
-        output_dir=str(out_dir / f"run-{teacher}"), total_steps=steps, save_every=0, **RECIPE
+        output_dir=str(out_dir / f"run-{teacher}"),
+        total_steps=steps,
+        save_every=0,
+        **RECIPE,
+        **DISTILL[teacher],
     )
     start = time.perf_counter()
     train(model, ANSWERS, cache, config)
     log(f"train ({teacher}): {steps} steps of {RECIPE['batch_size']} in {time.perf_counter() - start:.0f}s")
     path = out_dir / PARTS[teacher].name
-    save_parts(model, path, {"base": BASE, "teacher": teacher, "steps": str(steps), "recipe": repr(RECIPE)})
+    recipe = repr({**RECIPE, **DISTILL[teacher]})
+    save_parts(model, path, {"base": BASE, "teacher": teacher, "steps": str(steps), "recipe": recipe})
     return path
 
 
@@ -156,7 +169,7 @@ def retrieval_example(model, query: str) -> list[tuple[float, str]]:
 def run_demo(
     output_dir: Path,
     train: bool = False,
-    steps: int = 60,
+    steps: int | None = None,
     save_model: Path | None = None,
     full_eval: bool = False,
     device: str | None = None,
@@ -174,9 +187,9 @@ def run_demo(
     log(f"base: {BASE} -> {base_dir} ({time.perf_counter() - start:.1f}s)")
     parts = dict(PARTS)
     if train:
+        steps = steps or STEPS
         parts = {t: train_parts(base_dir, t, Path(output_dir), steps, log, device) for t in PARTS}
-    models = {t: load_trained(base_dir, p, device) for t, p in parts.items()}
-    model = models["minilm"]
+    model = load_trained(base_dir, parts["minilm"], device)
 
     answers = generate_answers(model.llm, model.tokenizer, list(QUESTIONS), max_new_tokens=48)
     decodes = model.decode(list(QUESTIONS), max_new_tokens=48)
@@ -189,7 +202,10 @@ def run_demo(
         ]
         untrained = LLM2VecGenModel.from_base(base_dir, base_dir, teacher_dim=384, device=device, seed=42)
         rows.append(evaluate_row("LLM2Vec-Gen untrained (random rows + heads)", model=untrained))
-        rows += [evaluate_row(f"LLM2Vec-Gen trained, {t} teacher", model=m) for t, m in models.items()]
+        rows += [
+            evaluate_row(f"LLM2Vec-Gen trained, {t} teacher", model=load_trained(base_dir, p, device))
+            for t, p in parts.items()
+        ]
         title = "every row computed now"
     else:
         live = evaluate_row("LLM2Vec-Gen trained, minilm teacher (computed now)", model=model)

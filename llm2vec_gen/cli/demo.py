@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--output-dir", default="llm2vec-gen-demo", help="where --train writes its runs")
     p.add_argument("--train", action="store_true", help="retrain the rows and heads from scratch first")
-    p.add_argument("--steps", type=positive_int, default=60, help="training steps with --train (default 60)")
+    p.add_argument("--steps", type=positive_int, help="--train steps (default: one pass over the answers)")
     p.add_argument("--save-model", metavar="DIR", help="write the released-format checkpoint to DIR")
     p.add_argument("--full-eval", action="store_true", help="recompute every row of the evaluation table")
     p.add_argument("--device", default=None)
