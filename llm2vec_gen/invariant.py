@@ -21,12 +21,12 @@ Elementwise kernels run a vectorised body and a scalar tail whose transcendental
 differ in the last bit, so the guarantee also needs the row widths (hidden, intermediate and head
 sizes) to be multiples of 16 (every released model's are).
 
-What is guaranteed (tests/test_batch_invariance.py): on the CPU, in fp32 and bf16, for a fixed
+What is guaranteed (tests/test_batch_invariance.py): on the CPU, in fp32, bf16 and
+``quantize="int8"`` (``precision``: one activation scale per token, int32 accumulation), for a fixed
 torch thread count, each row's hidden states, embedding and recon states are bit-equal whatever
-else is in its batch, whatever the batch size or token budget. Not covered: ``quantize="int8"``
-(its activation scale is one per batch tensor), and CUDA: the attention is per row there too, but
-cuBLAS picks GEMM kernels (split-K included) by the row count, so a row may change in the last bits
-with its batch; untested, no GPU was available.
+else is in its batch, whatever the batch size or token budget. Not guaranteed on CUDA: the
+attention is per row there too, but cuBLAS picks GEMM kernels (split-K included) by the row count,
+so a row may change in the last bits with its batch; untested, no GPU was available.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ safe to call from two threads: truncation settings are mutated per call). The ev
 
 Results are those of ``LLM2VecGenModel.encode_ids`` / ``decode`` on the batch. Encoding is
 batch-invariant (``llm2vec_gen.invariant``), so on the CPU each row is offline ``encode``'s of its
-text bit for bit, whatever it was batched with (same dtype and torch thread count; not with
-``--quantize int8``, whose activation scale is one per batch; not guaranteed on CUDA).
+text bit for bit, whatever it was batched with (same dtype or ``--quantize int8``, same torch thread
+count; not guaranteed on CUDA).
 """
 
 from __future__ import annotations
