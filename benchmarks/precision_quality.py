@@ -9,8 +9,8 @@ bundled retrieval set (queries and passages with the paper's instructions) and t
 (STS instruction). One JSON object: per variant the encode seconds of all texts (one thread, batches
 of 16, in this run) and the ratio to fp32, the worst and mean per-row cosine to fp32 over every
 text, nDCG@10 / recall@10 and same-top-1 share on the retrieval set, and Spearman on the Lee pairs.
-``transformers mean-pooled`` compares plain transformers' own bf16 and fp32 LLM (mean-pooled last
-hidden states, no special tokens, no heads) on the same texts.
+``transformers, bf16 vs fp32`` compares plain transformers' own bf16 and fp32 LLM on the same texts
+(last hidden states mean-pooled and at the last token; no special tokens, no heads).
 
     python benchmarks/precision_quality.py --smollm2             # the demo's shipped SmolLM2 model
     python benchmarks/precision_quality.py CKPT [--base BASE_LLM] [--variants fp32 int8 ...]
@@ -145,22 +145,25 @@ def encode_all(model: LLM2VecGenModel) -> tuple[np.ndarray, dict, float, float]:
 
 
 @torch.no_grad()
-def transformers_mean_pooled(model: LLM2VecGenModel) -> dict[str, float]:
-    """Plain transformers, no special tokens or heads: the LLM's last hidden states mean-pooled over
-    each text, bf16 against fp32, over the same texts (raw, no instructions)."""
+def transformers_bf16(model: LLM2VecGenModel) -> dict[str, dict[str, float]]:
+    """Plain transformers, no special tokens or heads: the LLM's last hidden states of each text
+    (raw, no instruction, one at a time), mean-pooled and at the last token, bf16 against fp32."""
     queries, corpus, _ = sample_retrieval_set()
     texts = [*queries.values(), *corpus.values(), *lee_documents()]
-    llm = model.llm.base_model
     pooled = {}
     for dtype in (torch.float32, torch.bfloat16):
-        net = copy.deepcopy(llm).to(dtype)
-        rows = []
-        for text in texts:
-            ids = model.tokenizer(text, return_tensors="pt").input_ids
-            rows.append(net(input_ids=ids).last_hidden_state[0].double().mean(0))
-        pooled[dtype] = torch.stack(rows)
-    cos = nn.functional.cosine_similarity(pooled[torch.bfloat16], pooled[torch.float32], dim=-1)
-    return {"min_cosine": cos.min().item(), "mean_cosine": cos.mean().item(), "texts": len(texts)}
+        net = copy.deepcopy(model.llm.base_model).to(dtype)
+        hidden = [
+            net(input_ids=model.tokenizer(t, return_tensors="pt").input_ids).last_hidden_state[0]
+            for t in texts
+        ]
+        pooled[dtype] = {"mean": torch.stack([h.double().mean(0) for h in hidden]),
+                         "last token": torch.stack([h[-1].double() for h in hidden])}  # fmt: skip
+    out = {}
+    for pooling, ref in pooled[torch.float32].items():
+        cos = nn.functional.cosine_similarity(pooled[torch.bfloat16][pooling], ref, dim=-1)
+        out[pooling] = {"min_cosine": cos.min().item(), "mean_cosine": cos.mean().item(), "texts": len(texts)}
+    return out
 
 
 def main() -> None:
@@ -209,7 +212,7 @@ def main() -> None:
         summary["variants"][name] = entry
         print(name, json.dumps(entry), flush=True)
     if not args.skip_transformers:
-        summary["transformers mean-pooled, bf16 vs fp32"] = transformers_mean_pooled(base)
+        summary["transformers, bf16 vs fp32"] = transformers_bf16(base)
     print(json.dumps(summary, indent=2))
 
 

@@ -44,13 +44,21 @@ def _read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         return read_texts(args.input, text_field=args.text_field, id_field=args.id_field)
 
 
+def _batch_tokens(args: argparse.Namespace, model) -> int:
+    """``--max-batch-tokens``, else the server's default for the model's device (2,048 padded tokens
+    on a CPU, 16,384 on a GPU: on the CPU the fastest measured, benchmarks/RESULTS.md)."""
+    from llm2vec_gen.serve.config import ServeConfig
+
+    return args.max_batch_tokens or ServeConfig(args.checkpoint).batch_tokens(model.device)
+
+
 def _encoder(model, args: argparse.Namespace, recon: bool):
     """``texts -> fp32 numpy [n, D]`` (with ``recon``: and the recon states [n, K, H]) of ``model``
     under the command's options, and those options as settings a resumed run must match."""
     options = dict(
         max_length=args.max_length,
         batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
+        max_batch_tokens=_batch_tokens(args, model),
         instruction=_instruction(args),
         normalize_embeddings=args.normalize,
     )
@@ -181,9 +189,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     instruction = _instruction(args)
     lengths = [len(r) for r in model.tokenize(texts, max_length=args.max_length, instruction=instruction)]
     tokens = sum(lengths)
-    padded = padded_tokens(lengths, token_batches(lengths, args.batch_size, args.max_batch_tokens))
+    budget = _batch_tokens(args, model)
+    padded = padded_tokens(lengths, token_batches(lengths, args.batch_size, budget))
     kwargs = dict(max_length=args.max_length, batch_size=args.batch_size, instruction=instruction)
-    kwargs.update(max_batch_tokens=args.max_batch_tokens)
+    kwargs.update(max_batch_tokens=budget)
     model.encode(texts[: args.batch_size], **kwargs)  # warm-up
     times = []
     for _ in range(args.repeats):
@@ -193,6 +202,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     median = statistics.median(times)
     result = {"device": str(model.device), "dtype": str(model.llm.dtype), "num_texts": len(texts)}
     result.update(tokens=tokens, padded_tokens=padded, padding_waste=round(1 - tokens / padded, 4))
+    result.update(batch_size=args.batch_size, max_batch_tokens=budget)
     result.update(encode_median_s=median, texts_per_s=len(texts) / median)
     result["tokens_per_s"] = tokens / median
     if args.decode_tokens:
@@ -221,7 +231,8 @@ def _add_model_args(p: argparse.ArgumentParser, texts: bool = True) -> None:
 
 def _add_batch_tokens(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-tokens", type=positive_int, default=None,
-                   help="also cap each batch at this many padded tokens (default: no cap)")  # fmt: skip
+                   help="also cap each batch at this many padded tokens (default: 2048 on a CPU, "
+                   "16384 on a GPU)")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
