@@ -16,9 +16,10 @@ them so); only the frozen LLM changes:
   model). The LM head (used only by ``decode``; tied to the input table in some models) and the
   embedding table stay as they are. Inference only: the quantized layers have no gradient. Rounding
   the weights to int8 per output channel is itself too coarse for small LLMs: on the trained
-  SmolLM2-135M-Instruct model the weights alone (fp32 activations) give a worst row cosine of 0.982
-  to fp32 and the full int8 model 0.925 (mean 0.964; one scale per tensor without smoothing gave
-  0.07 / 0.42); retrieval nDCG@10 is unchanged there, but loading warns (benchmarks/RESULTS.md).
+  SmolLM2-135M-Instruct model the weights alone (fp32 activations) give a worst row cosine of
+  0.975-0.982 to fp32 and the full int8 model 0.79-0.93 (mean 0.95-0.96; one scale per tensor
+  without smoothing gave 0.07-0.15 / 0.42-0.55), depending on the trained parts; loading warns
+  (benchmarks/RESULTS.md, "CPU limits").
 
 torch 2.13 deprecates the quantized dtypes this kernel's packed weights use (pytorch#184982; the
 warning is silenced here) and names torchao as the way forward, but torchao's
@@ -72,7 +73,7 @@ def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.devi
             )
         warnings.warn(
             "quantize='int8' rounds weights to int8 per output channel: small LLMs lose embedding "
-            "quality (SmolLM2-135M-Instruct: worst row cosine 0.92 to fp32); compare with fp32 "
+            "quality (SmolLM2-135M-Instruct: worst row cosine 0.79-0.93 to fp32); compare with fp32 "
             "on your data first",
             stacklevel=3,
         )
