@@ -34,7 +34,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen3Co
 
 from llm2vec_gen.batching import padded_tokens, token_batches
 from llm2vec_gen.model import LLM2VecGenModel
-from llm2vec_gen.precision import quantize_int8
+from llm2vec_gen.precision import quantize_int8, smooth_and_quantize_int8
 from llm2vec_gen.tiny import qwen_tokenizer
 
 GEMM_M, GEMM_K, GEMM_N = 2048, 1024, 3072
@@ -103,7 +103,7 @@ def with_precision(model: LLM2VecGenModel, precision: str) -> LLM2VecGenModel:
     if precision == "bf16":
         out.llm.to(torch.bfloat16)
     elif precision == "int8":
-        quantize_int8(out.llm.base_model)
+        smooth_and_quantize_int8(out)  # what from_pretrained(quantize="int8") does
     return out
 
 
@@ -128,7 +128,8 @@ def run_tokens(lengths: list[int]) -> int:
 
 
 def gemm_call(precision: str) -> Callable[[], torch.Tensor]:
-    """One [M, K] x [N, K]^T product in ``precision`` (int8: torch's dynamic int8 linear)."""
+    """One [M, K] x [N, K]^T product in ``precision`` (int8: the shipped ``PerTokenInt8Linear``, torch's
+    dynamic int8 linear with per-token scaling)."""
     torch.manual_seed(0)
     x, layer = torch.randn(GEMM_M, GEMM_K), nn.Linear(GEMM_K, GEMM_N, bias=False)
     if precision == "int8":
