@@ -27,6 +27,7 @@ import base64
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -124,6 +125,20 @@ def fixed_rate_latencies(url: str, texts: list[str], rate: float, duration: floa
     return np.asarray(asyncio.run(asyncio.wait_for(main(), timeout=900)))
 
 
+def in_turn(runs: dict[str, Callable[[], object]]) -> tuple[dict[str, list[float]], Callable[[], None]]:
+    """(seconds per name, one_round): each call of one_round times every run once, in order, so all
+    see the same machine load; the lists collect the seconds of each run over the rounds."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+
+    def one_round() -> None:
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+
+    return seconds, one_round
+
+
 def bench_server_vs_offline(benchmark, server, model, texts):
     """Each round times offline encode, the server under 32 clients and under 1 client, one after the
     other, so the three see the same load on the shared machine; the ratios are of per-provider
@@ -133,14 +148,7 @@ def bench_server_vs_offline(benchmark, server, model, texts):
         f"server, {CLIENTS} concurrent clients": lambda: served(server.url, texts, CLIENTS),
         "server, 1 client": lambda: served(server.url, texts, 1),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-
-    def one_round() -> None:
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-
+    seconds, one_round = in_turn(runs)
     served(server.url, texts[:CLIENTS], CLIENTS)  # warm-up: connections, first batches
     benchmark.group = GROUP
     benchmark.extra_info.update(provider="offline, 32 clients, 1 client in turn", baseline=True)
@@ -209,14 +217,7 @@ def bench_invariance_cost(benchmark, request, texts, case):
         "batch-invariant": lambda: model.encode(some, batch_size=batch_size),
     }
     torch.testing.assert_close(runs["batch-invariant"](), runs["batch-dependent"](), rtol=1e-4, atol=1e-5)
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-
-    def one_round() -> None:
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-
+    seconds, one_round = in_turn(runs)
     benchmark.group = f"encode, batch invariance cost: {case}, fp32, 1 torch thread"
     benchmark.extra_info.update(provider="batch-dependent, batch-invariant in turn", baseline=True)
     benchmark.pedantic(one_round, rounds=rounds)

@@ -45,11 +45,10 @@ def _read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def _batch_tokens(args: argparse.Namespace, model) -> int:
-    """``--max-batch-tokens``, else the server's default for the model's device (2,048 padded tokens
-    on a CPU, 16,384 on a GPU: on the CPU the fastest measured, benchmarks/RESULTS.md)."""
-    from llm2vec_gen.serve.config import ServeConfig
+    """``--max-batch-tokens``, else ``batching.default_batch_tokens`` of the model's device."""
+    from llm2vec_gen.batching import default_batch_tokens
 
-    return args.max_batch_tokens or ServeConfig(args.checkpoint).batch_tokens(model.device)
+    return args.max_batch_tokens or default_batch_tokens(model.device)
 
 
 def _encoder(model, args: argparse.Namespace, recon: bool):

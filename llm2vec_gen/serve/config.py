@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from llm2vec_gen.batching import default_batch_tokens
 from llm2vec_gen.integrations.instructions import PROMPTS
 
 if TYPE_CHECKING:
@@ -56,11 +57,10 @@ class ServeConfig:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
     def batch_tokens(self, device: torch.device) -> int:
-        """Padded tokens per forward pass: ``max_batch_tokens``, else 16,384 on a GPU and 2,048 on a
-        CPU (where a batch gains little over one text and large activations leave the cache)."""
+        """Padded tokens per forward pass: ``max_batch_tokens``, else ``batching.default_batch_tokens``."""
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
-        return 16_384 if device.type == "cuda" else 2_048
+        return default_batch_tokens(device)
 
     @property
     def model_name(self) -> str:
