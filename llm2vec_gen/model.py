@@ -35,7 +35,14 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from llm2vec_gen import checkpoint as ckpt
 from llm2vec_gen import fresh, invariant, loading, precision
 from llm2vec_gen.bases import resolve_base
-from llm2vec_gen.batching import left_pad, pad_token_id, positions, run_split_on_oom, token_batches
+from llm2vec_gen.batching import (
+    default_batch_tokens,
+    left_pad,
+    pad_token_id,
+    positions,
+    run_split_on_oom,
+    token_batches,
+)
 from llm2vec_gen.decode import GenerateMixin
 from llm2vec_gen.heads import head_fits, head_positions
 from llm2vec_gen.lora import LoRASwitch, apply_encoder_lora, encoder_deltas
@@ -373,13 +380,17 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         """Embeddings fp32 [n, D] on the model's device, in input order, of pre-tokenised rows (from
         ``tokenize``); with ``get_recon_hidden_states`` also the recon states [n, N, H] fp32.
 
-        Rows run longest first in batches of at most ``batch_size`` rows and, with
-        ``max_batch_tokens``, at most that many padded tokens; a batch that runs out of memory is
-        split in two and retried. Every row must be non-empty, its ids in [0, len(tokenizer)).
+        Rows run longest first in batches of at most ``batch_size`` rows and at most
+        ``max_batch_tokens`` padded tokens (None: ``batching.default_batch_tokens`` of the model's
+        device, 2,048 on a CPU and 16,384 on a GPU); a row longer than the budget runs alone, and a
+        batch that runs out of memory is split in two and retried. The batches do not change the
+        result (encode is batch-invariant, ``llm2vec_gen.invariant``), only speed and memory. Every
+        row must be non-empty, its ids in [0, len(tokenizer)).
         """
         check_positive("batch_size", batch_size)
-        if max_batch_tokens is not None:
-            check_positive("max_batch_tokens", max_batch_tokens)
+        if max_batch_tokens is None:
+            max_batch_tokens = default_batch_tokens(self.device)
+        check_positive("max_batch_tokens", max_batch_tokens)
         rows = check_id_rows(ids, len(self.tokenizer))
         n, hidden = len(rows), self.special_rows.shape[1]
         emb = torch.empty(n, self.embedding_dim, device=self.device)
@@ -430,7 +441,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         Output type: a torch tensor on the model's device (the reference's). As in
         sentence-transformers, ``convert_to_tensor=True`` wins over ``convert_to_numpy``; otherwise
         ``convert_to_numpy=True`` gives numpy arrays on the CPU. ``instruction`` is prepended to every
-        text; ``device`` moves the model there first. texts: a str or any iterable of str. Bad
+        text; ``device`` moves the model there first. ``batch_size`` and ``max_batch_tokens`` (None:
+        2,048 padded tokens on a CPU, 16,384 on a GPU) bound each batch, as in ``encode_ids``.
+        texts: a str or any iterable of str. Bad
         arguments raise TypeError/ValueError naming them (bytes are not text; a non-str item names
         its index; batch_size an int >= 1; max_length an int > K; instruction a str or None).
         """

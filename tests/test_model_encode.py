@@ -72,6 +72,27 @@ def test_token_budget_batches():
     assert token_batches(lengths, batch_size=2) == [[5, 1], [3, 0], [4, 2], [6]]
 
 
+def test_default_token_budget(model, monkeypatch):
+    """Without max_batch_tokens, batches stay under the device's default budget (2,048 padded
+    tokens on a CPU): long texts run in smaller batches than batch_size."""
+    from llm2vec_gen import batching
+
+    assert batching.default_batch_tokens(torch.device("cpu")) == 2048
+    monkeypatch.setattr("llm2vec_gen.model.default_batch_tokens", lambda device: 64)
+    forward, shapes = type(model).forward, []
+
+    def recording(self, input_ids, attention_mask):
+        shapes.append(tuple(input_ids.shape))
+        return forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(type(model), "forward", recording)
+    long_texts = ["word " * n for n in (40, 3, 25, 60, 2, 8)]
+    got = model.encode(long_texts, batch_size=32)
+    assert len(shapes) > 1 and all(rows * width <= 64 or rows == 1 for rows, width in shapes)
+    monkeypatch.setattr(type(model), "forward", forward)
+    torch.testing.assert_close(got, model.encode(long_texts, batch_size=1), rtol=0, atol=0)
+
+
 def test_out_of_memory_batch_is_split(model, monkeypatch):
     """A batch that raises an out-of-memory error is halved and retried; no row is lost."""
     want = model.encode(TEXTS, batch_size=8)
