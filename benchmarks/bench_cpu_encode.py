@@ -9,13 +9,17 @@ tokenizer's vocabulary (151,669 + K), saved as a base model and a checkpoint tha
 - the llm2vec-gen 0.1.3 package in benchmarks/.refenv (its own encode, batches of 8 in the given
   order), driven as in bench_reference.py;
 - this library, ``from_pretrained(ckpt)`` in fp32, ``dtype=torch.bfloat16`` and ``quantize="int8"``
-  (batches of 8, length-sorted, and the same with ``max_batch_tokens=1024``).
+  (batches of at most 8, length-sorted, under the default token budget; and fp32 with
+  ``max_batch_tokens=1024``). On a CPU without bf16 hardware ``dtype=torch.bfloat16`` keeps bf16
+  linear weights and multiplies them in fp32 (``precision.bf16_weights``).
 
 texts/s and tokens/s (the texts' own tokens, without the K special tokens) are in extra_info, and for
-this library the worst and mean per-row cosine of its embeddings against its fp32 ones.
+this library the worst and mean per-row cosine of its embeddings against its fp32 ones and the MiB
+of the LLM's weights (``llm_weight_mib``: parameters and buffers, int8's packed weights included).
 
-``bench_token_budget`` (its own group): this library in fp32 on 64 texts of 5-400 tokens, the
-default ``batch_size=32`` against token budgets (``max_batch_tokens``) and smaller fixed batches;
+``bench_token_budget`` (its own group): this library in fp32 on 64 texts of 5-400 tokens,
+``batch_size=32`` by count alone (``COUNT_ONLY``) against token budgets (``max_batch_tokens``; None:
+the default, 2,048 on a CPU) and a smaller fixed batch;
 extra_info has the padding waste and the largest batch's padded tokens (what bounds the memory of a
 forward pass: activations grow with it).
 
@@ -36,11 +40,13 @@ from bench_cpu_limits import SHAPES, random_llm
 from bench_reference import DRIVER, REFENV_PYTHON, _Reference
 from transformers import AutoModel
 
-from llm2vec_gen.batching import padded_tokens, token_batches
+from llm2vec_gen.batching import default_batch_tokens, padded_tokens, token_batches
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer
 
 N_TEXTS, BATCH, MAX_LENGTH, MAX_BATCH_TOKENS, K = 32, 8, 512, 1024, 10
+COUNT_ONLY = 10**9
+"""A budget no batch reaches: batches by count alone (``encode``'s behaviour before the default budget)."""
 SHAPE = dataclasses.replace(SHAPES["smollm2"], vocab=QWEN_VOCAB_SIZE)
 FP32_EMBEDDINGS: dict[str, torch.Tensor] = {}  # this library's fp32 embeddings, the quality reference
 GROUP = f"encode {N_TEXTS} texts of 5-400 tokens, SmolLM2-135M shape, CPU, 1 thread"
@@ -135,6 +141,12 @@ def bench_reference_package(benchmark, setup):
         reference.close()
 
 
+def weight_mib(module: torch.nn.Module) -> float:
+    """MiB of ``module``'s state (parameters and buffers; int8 linears' packed weights included)."""
+    tensors = [t for v in module.state_dict().values() for t in (v if isinstance(v, tuple) else (v,))]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)) / 2**20
+
+
 @pytest.mark.parametrize(
     ("precision", "max_batch_tokens"),
     [("fp32", None), ("fp32", MAX_BATCH_TOKENS), ("bf16", None), ("int8", None)],
@@ -150,22 +162,23 @@ def bench_ours(benchmark, setup, precision, max_batch_tokens):
     def encode() -> torch.Tensor:
         return model.encode(texts, MAX_LENGTH, batch_size=BATCH, max_batch_tokens=max_batch_tokens)
 
-    emb = _record(benchmark, provider, encode, texts, tokens, rounds=1 if precision == "bf16" else 2)
+    emb = _record(benchmark, provider, encode, texts, tokens)
     reference = FP32_EMBEDDINGS.setdefault("fp32", emb)
     cos = torch.nn.functional.cosine_similarity(emb.double(), reference.double(), dim=-1)
-    benchmark.extra_info.update(min_cosine_vs_fp32=float(cos.min()), mean_cosine_vs_fp32=float(cos.mean()))
+    benchmark.extra_info.update(min_cosine_vs_fp32=float(cos.min()), mean_cosine_vs_fp32=float(cos.mean()),
+                                llm_weight_mib=round(weight_mib(model.llm), 1))  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("batch_size", "max_batch_tokens"),
-    [(32, None), (32, 2048), (32, 4096), (32, 8192), (8, None)],
+    [(32, COUNT_ONLY), (32, None), (32, 4096), (32, 8192), (8, COUNT_ONLY)],
 )
 def bench_token_budget(benchmark, setup, batch_size, max_batch_tokens):
     root, _, _ = setup
     texts = corpus_texts(64, seed=1)
     model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu")
     lengths = [len(row) for row in model.tokenize(texts, max_length=MAX_LENGTH)]
-    batches = token_batches(lengths, batch_size, max_batch_tokens)
+    batches = token_batches(lengths, batch_size, max_batch_tokens or default_batch_tokens(model.device))
     tokens = sum(len(ids) for ids in qwen_tokenizer()(texts)["input_ids"])
 
     def encode() -> torch.Tensor:
@@ -175,7 +188,7 @@ def bench_token_budget(benchmark, setup, batch_size, max_batch_tokens):
     group = "token budget: encode 64 texts of 5-400 tokens, SmolLM2-135M shape, CPU, 1 thread"
     _record(benchmark, provider, encode, texts, tokens, group=group)
     benchmark.extra_info.update(
-        baseline=(batch_size, max_batch_tokens) == (32, None), batches=len(batches),
+        baseline=(batch_size, max_batch_tokens) == (32, COUNT_ONLY), batches=len(batches),
         padding_waste=round(1 - sum(lengths) / padded_tokens(lengths, batches), 4),
         largest_batch_padded_tokens=max(padded_tokens(lengths, [b]) for b in batches),
     )  # fmt: skip

@@ -1,18 +1,20 @@
 """Quality and speed of bf16 and int8 encode against fp32 on one trained model (issue #16).
 
-Loads the model once in fp32 and derives each variant from a copy: what ships (``bf16``: the LLM in
-bf16, as ``from_pretrained(dtype=torch.bfloat16)``; ``int8``: SmoothQuant + per-token int8, as
-``from_pretrained(quantize="int8")``), and the variants that say where quality goes (bf16 weights
-with fp32 arithmetic, bf16 GEMMs under autocast with an fp32 residual stream, int8 without
-smoothing or with one activation scale per tensor, int8 weights with fp32 activations). Texts: the
-bundled retrieval set (queries and passages with the paper's instructions) and the 50 Lee documents
-(STS instruction). One JSON object: per variant the encode seconds of all texts (one thread, batches
-of 16, in this run) and the ratio to fp32, the worst and mean per-row cosine to fp32 over every
-text, nDCG@10 / recall@10 and same-top-1 share on the retrieval set, and Spearman on the Lee pairs.
+Loads the model once in fp32 and derives each variant from a copy: what ships (bf16 where the
+hardware multiplies bf16: the whole LLM in bf16; bf16 on other CPUs: bf16 linear weights with fp32
+arithmetic; ``int8``: SmoothQuant + per-token int8, as ``from_pretrained(quantize="int8")``), and the
+variants that say where quality goes (bf16 GEMMs under autocast with an fp32 residual stream, int8
+without smoothing or with one activation scale per tensor, int8 weights with fp32 activations).
+Texts: the bundled retrieval set (queries and passages with the paper's instructions) and the 50 Lee
+documents (STS instruction). One JSON object: per variant the encode seconds of all texts (one
+thread, batches of 16, in this run) and the ratio to fp32, the worst and mean per-row cosine to fp32
+over every text, the same after subtracting the fp32 embeddings' mean over the texts ("centred":
+what is left of each text's own direction, which a large shared component otherwise hides),
+nDCG@10 / recall@10 and same-top-1 share on the retrieval set, and Spearman on the Lee pairs.
 ``transformers, bf16 vs fp32`` compares plain transformers' own bf16 and fp32 LLM on the same texts
 (last hidden states mean-pooled and at the last token; no special tokens, no heads).
 
-    python benchmarks/precision_quality.py --smollm2             # the demo's shipped SmolLM2 model
+    python benchmarks/precision_quality.py --smollm2 [--parts self-mean]  # a shipped SmolLM2 model
     python benchmarks/precision_quality.py CKPT [--base BASE_LLM] [--variants fp32 int8 ...]
 """
 
@@ -103,11 +105,24 @@ def _autocast_layers(model: LLM2VecGenModel) -> None:
         layer.forward = torch.autocast("cpu", dtype=torch.bfloat16)(layer.forward)
 
 
+@torch.no_grad()
+def _bf16_weights(model: LLM2VecGenModel) -> None:
+    """What ``from_pretrained(dtype=torch.bfloat16)`` gives on a CPU without bf16 hardware: the
+    LLM's parameters rounded to bf16 (its RoPE buffers stay fp32, as transformers loads them), then
+    ``precision.bf16_weights``."""
+    for param in model.llm.parameters():
+        param.data = param.data.to(torch.bfloat16)
+    precision.bf16_weights(model.llm)
+
+
 AUTOCAST = "bf16 GEMMs (autocast), fp32 weights, residual stream and norms"
+BF16_CPU = "bf16 on a CPU without bf16 hardware (shipped: bf16 linear weights, fp32 arithmetic)"
+BF16_NATIVE = "bf16 on CUDA or an avx512_bf16/AMX CPU (shipped: the LLM in bf16)"
 VARIANTS: dict[str, Callable[[LLM2VecGenModel], None]] = {
     "fp32": lambda m: None,
-    "bf16": lambda m: m.llm.to(torch.bfloat16),
-    "bf16 weights, fp32 arithmetic": lambda m: m.llm.to(torch.bfloat16).float(),
+    BF16_NATIVE: lambda m: m.llm.to(torch.bfloat16),
+    BF16_CPU: _bf16_weights,
+    "bf16 weights and RoPE buffers, fp32 arithmetic": lambda m: m.llm.to(torch.bfloat16).float(),
     AUTOCAST: _autocast_layers,
     "int8 (shipped: SmoothQuant a=0.65, per-token)": precision.smooth_and_quantize_int8,
     "int8 per-token, SmoothQuant a=0.5": _chain(
@@ -172,6 +187,7 @@ def main() -> None:
     parser.add_argument(
         "--smollm2", action="store_true", help="the demo's SmolLM2 model with the shipped parts"
     )
+    parser.add_argument("--parts", default="minilm", help="with --smollm2: which shipped parts (demo.PARTS)")
     parser.add_argument("--base", default=None, help="base LLM (default: the checkpoint's run_config)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         default=[v for v in VARIANTS if v not in SENSITIVITY])  # fmt: skip
@@ -184,8 +200,8 @@ def main() -> None:
         from llm2vec_gen.bases import resolve_base
 
         base, source = (
-            demo.load_trained(resolve_base(demo.BASE), demo.PARTS["minilm"], device="cpu"),
-            str(demo.PARTS["minilm"].name),
+            demo.load_trained(resolve_base(demo.BASE), demo.PARTS[args.parts], device="cpu"),
+            str(demo.PARTS[args.parts].name),
         )
     else:
         base, source = (
@@ -205,8 +221,15 @@ def main() -> None:
         unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         ref = reference[0] / np.linalg.norm(reference[0], axis=1, keepdims=True)
         cos = (unit * ref).sum(1)
+        centre = reference[0].mean(0)
+        centred = [
+            (e - centre) / np.linalg.norm(e - centre, axis=1, keepdims=True) for e in (emb, reference[0])
+        ]
+        cos_centred = (centred[0] * centred[1]).sum(1)
         top1 = [np.argmax(u[:queries] @ u[queries : len(u) - 50].T, axis=1) for u in (unit, ref)]
         entry.update(min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
+                     min_cosine_centred=float(cos_centred.min()),
+                     mean_cosine_centred=float(cos_centred.mean()),
                      same_top1_share=float((top1[0] == top1[1]).mean()), ndcg10=retrieval["ndcg@10"],
                      recall10=retrieval["recall@10"], lee_spearman=rho)  # fmt: skip
         summary["variants"][name] = entry

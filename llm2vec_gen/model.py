@@ -185,8 +185,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         )
         model._lora = lora
         model = model.to(device)
-        if quantize == "int8":
-            precision.smooth_and_quantize_int8(model)
+        precision.prepare(model, dtype, quantize)
         return model
 
     @classmethod

@@ -3,10 +3,11 @@
 The K special rows, the two heads and the pooling always stay fp32 (``LLM2VecGenModel`` keeps
 them so); only the frozen LLM changes:
 
-- ``dtype=torch.bfloat16``: the whole LLM in bf16. Fast where the hardware multiplies bf16
-  (CUDA; x86 CPUs with avx512_bf16 or AMX); on a CPU without it oneDNN emulates bf16 and a matmul
-  is several times slower than fp32 (benchmarks/bench_cpu_limits.py measures both), so loading
-  warns there.
+- ``dtype=torch.bfloat16``: where the hardware multiplies bf16 (CUDA; x86 CPUs with avx512_bf16 or
+  AMX) the whole LLM runs in bf16. On any other CPU oneDNN would emulate bf16 at about 1/8 of the
+  fp32 GEMM rate (benchmarks/bench_cpu_limits.py), so there the backbone's linear weights stay in
+  bf16 (half their memory; ``Bf16WeightLinear``) and are multiplied in fp32, with the embedding
+  table, norms and LM head in fp32 (``bf16_weights``): fp32 arithmetic on bf16 weights.
 - ``quantize="int8"``: every ``nn.Linear`` of the LLM's backbone becomes ``PerTokenInt8Linear``:
   torch's dynamic int8 linear (``torch.ao.nn.quantized.dynamic.Linear``: weights int8 per output
   channel, the fbgemm/x86 int8 GEMM) fed rows scaled to max |x| = 1, so each token is quantized with
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from importlib import resources
 
 import torch
@@ -40,7 +42,6 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
 
 from llm2vec_gen import smooth
-from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION
 
 QUANTIZE_OPTIONS = ("int8",)
 SMOOTH_ALPHA = 0.65
@@ -53,8 +54,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.device) -> None:
-    """ValueError for an unsupported (dtype, quantize, device); warnings for int8 (quality on LLMs
-    with outlier channels) and for emulated CPU bf16.
+    """ValueError for an unsupported (dtype, quantize, device); a warning for int8 (quality on small
+    LLMs).
 
     ``quantize`` is None or "int8"; "int8" needs the CPU and fp32 activations (dtype float32).
     """
@@ -75,12 +76,6 @@ def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.devi
             "quantize='int8' rounds weights to int8 per output channel: small LLMs lose embedding "
             "quality (SmolLM2-135M-Instruct: worst row cosine 0.79-0.93 to fp32); compare with fp32 "
             "on your data first",
-            stacklevel=3,
-        )
-    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn(
-            "this CPU has no avx512_bf16 or AMX: bf16 matmuls are emulated and encode runs several "
-            "times slower than in fp32 (the default on the CPU)",
             stacklevel=3,
         )
 
@@ -120,25 +115,72 @@ class PerTokenInt8Linear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
+class Bf16WeightLinear(nn.Module):
+    """``nn.Linear`` whose weight is stored in bf16 and multiplied in fp32 (upcast per call).
+
+    Half the weight memory of fp32, fp32 arithmetic: only the weights' rounding to bf16 differs from
+    the fp32 model. The bias stays fp32. Inference only (the weight is a buffer, no gradient).
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] fp32 -> [..., out] fp32."""
+        return nn.functional.linear(x, self.weight.to(x.dtype), self.bias)
+
+
 @torch.no_grad()
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.Linear`` under ``module`` (in place) by ``PerTokenInt8Linear``; returns it."""
+def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
+    """Replace every ``nn.Linear`` under ``module`` (in place) by ``make(linear)``; returns it."""
     for name, child in list(module.named_children()):
         if type(child) is nn.Linear:
-            setattr(module, name, PerTokenInt8Linear(child))
+            setattr(module, name, make(child))
         else:
-            quantize_int8(child)
+            replace_linears(child, make)
     return module
 
 
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` under ``module`` (in place) by ``PerTokenInt8Linear``; returns it."""
+    return replace_linears(module, PerTokenInt8Linear)
+
+
+@torch.no_grad()
+def bf16_weights(llm: nn.Module) -> None:
+    """Make a bf16 causal LM compute in fp32 in place, keeping its backbone's linear weights in bf16
+    (``Bf16WeightLinear``, exact: they are bf16 already); every other parameter and buffer (embedding
+    table, LM head, norms) becomes fp32."""
+    replace_linears(llm.base_model, Bf16WeightLinear)
+    for module in llm.modules():
+        if isinstance(module, Bf16WeightLinear):
+            continue
+        for param in module.parameters(recurse=False):
+            param.data = param.data.float()
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None and buf.is_floating_point():
+                setattr(module, name, buf.float())
+
+
+def prepare(model: nn.Module, dtype: torch.dtype, quantize: str | None) -> None:
+    """What ``from_pretrained`` does after loading an ``LLM2VecGenModel`` (on its device, LLM in
+    ``dtype``, arguments passed ``check_precision``): int8 (``smooth_and_quantize_int8``), or on a CPU
+    without bf16 hardware ``bf16_weights`` for a bf16 LLM; otherwise nothing."""
+    if quantize == "int8":
+        smooth_and_quantize_int8(model)
+    elif dtype == torch.bfloat16 and model.device.type == "cpu" and not cpu_has_native_bf16():
+        bf16_weights(model.llm)
+
+
 def calibration_texts() -> list[str]:
-    """The 16 built-in calibration texts: the first 8 query/answer pairs of the shipped training
-    answers (``data/smollm2-135m-answers.jsonl``), with the retrieval query and passage instructions."""
-    lines = (
-        resources.files("llm2vec_gen").joinpath("data/smollm2-135m-answers.jsonl").read_text().splitlines()
-    )
-    rows = [json.loads(line) for line in lines[:8]]
-    return [QUERY_INSTRUCTION + r["query"] for r in rows] + [PASSAGE_INSTRUCTION + r["answer"] for r in rows]
+    """The 16 built-in calibration texts (``data/int8-calibration.json``, frozen): the first 8
+    query/answer pairs of the demo's SmolLM2 training answers, with the retrieval query and passage
+    instructions; none is an evaluation text."""
+    data = resources.files("llm2vec_gen").joinpath("data/int8-calibration.json").read_text()
+    return json.loads(data)["texts"]
 
 
 @torch.no_grad()

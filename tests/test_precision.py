@@ -14,7 +14,13 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
 from llm2vec_gen import smooth
 from llm2vec_gen.model import LLM2VecGenModel
-from llm2vec_gen.precision import PerTokenInt8Linear, check_precision, cpu_has_native_bf16, quantize_int8
+from llm2vec_gen.precision import (
+    Bf16WeightLinear,
+    PerTokenInt8Linear,
+    calibration_texts,
+    check_precision,
+    quantize_int8,
+)
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer, tiny_llama
 
 TEXTS = [
@@ -49,18 +55,53 @@ def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)
 
 
-def test_bf16_llm_fp32_heads(checkpoint, fp32_embeddings):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", dtype=torch.bfloat16)
-    emulated = [w for w in caught if "avx512_bf16" in str(w.message)]
-    assert len(emulated) == (0 if cpu_has_native_bf16() else 1)
+def test_bf16_where_the_cpu_multiplies_bf16(checkpoint, fp32_embeddings, monkeypatch):
+    """On CUDA or a CPU with avx512_bf16/AMX the whole LLM runs in bf16 (here the bf16 matmuls are
+    emulated, so the numbers are those hardware's); heads, rows and output stay fp32."""
+    monkeypatch.setattr("llm2vec_gen.precision.cpu_has_native_bf16", lambda: True)
+    model = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", dtype=torch.bfloat16)
     assert model.llm.dtype == torch.bfloat16
+    assert not any(isinstance(m, Bf16WeightLinear) for m in model.llm.modules())
     for param in (model.special_rows, model.recon_head.weight, model.align_head.bias):
         assert param.dtype == torch.float32
     emb = model.encode(TEXTS, batch_size=2, convert_to_tensor=True)
     assert emb.dtype == torch.float32 and emb.shape == fp32_embeddings.shape
     assert _row_cosines(emb, fp32_embeddings).min() >= 0.999
+
+
+def test_bf16_weights_fp32_arithmetic_elsewhere(checkpoint, fp32_embeddings, monkeypatch):
+    """On a CPU without bf16 hardware the backbone's linear weights stay bf16 (half their memory) and
+    are multiplied in fp32: bit-equal to the fp32 model with its weights rounded to bf16."""
+    monkeypatch.setattr("llm2vec_gen.precision.cpu_has_native_bf16", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: this is not the emulated path
+        model = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", dtype=torch.bfloat16)
+    linears = [m for m in model.llm.base_model.modules() if isinstance(m, Bf16WeightLinear)]
+    assert len(linears) == 3 * 7 and not any(type(m) is nn.Linear for m in model.llm.base_model.modules())
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears)
+    rest = [
+        p for m in model.llm.modules() if not isinstance(m, Bf16WeightLinear) for p in m.parameters(False)
+    ]
+    assert rest and all(p.dtype == torch.float32 for p in rest) and model.llm.dtype == torch.float32
+    emb = model.encode(TEXTS, batch_size=2, convert_to_tensor=True)
+    rounded = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu")
+    for param in rounded.llm.parameters():  # the weights as bf16 stores them; RoPE's buffers stay exact
+        param.data = param.data.to(torch.bfloat16).float()
+    assert torch.equal(emb, rounded.encode(TEXTS, batch_size=2, convert_to_tensor=True))
+    assert _row_cosines(emb, fp32_embeddings).min() >= 0.999
+    assert model.decode(TEXTS[:2], max_new_tokens=4) == rounded.decode(TEXTS[:2], max_new_tokens=4)
+
+
+def test_bf16_weight_linear_against_fp64():
+    torch.manual_seed(2)
+    linear = nn.Linear(37, 19)
+    x = torch.randn(3, 5, 37)
+    got = Bf16WeightLinear(linear)(x)
+    rounded = linear.weight.detach().to(torch.bfloat16).double()
+    want = nn.functional.linear(x.double(), rounded, linear.bias.detach().double())
+    assert got.dtype == torch.float32 and got.shape == (3, 5, 19)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+    assert Bf16WeightLinear(nn.Linear(4, 2, bias=False))(torch.ones(1, 4)).shape == (1, 2)
 
 
 def test_int8_backbone_linears(checkpoint, fp32_embeddings):
@@ -221,3 +262,14 @@ def test_cli_bench_int8_reports_padding(checkpoint, capsys, batch_size, zero_was
     assert result["padded_tokens"] >= result["tokens"] > 0
     assert result["padding_waste"] == pytest.approx(1 - result["tokens"] / result["padded_tokens"], abs=1e-4)
     assert (result["padding_waste"] == 0) == zero_waste
+
+
+def test_calibration_texts_are_frozen_and_not_evaluation_texts():
+    from llm2vec_gen.evaluate import sample_retrieval_set
+    from llm2vec_gen.integrations.human_eval import lee_documents
+
+    texts = calibration_texts()
+    assert len(texts) == 16 and len(set(texts)) == 16 and all(t.strip() for t in texts)
+    queries, corpus, _ = sample_retrieval_set()
+    evaluation = [*queries.values(), *corpus.values(), *lee_documents()]
+    assert not any(e in t for t in texts for e in evaluation)
