@@ -17,6 +17,9 @@ texts/s and tokens/s (the texts' own tokens, without the K special tokens) are i
 this library the worst and mean per-row cosine of its embeddings against its fp32 ones and the MiB
 of the LLM's weights (``llm_weight_mib``: parameters and buffers, int8's packed weights included).
 
+``bench_small_batches`` (two groups): one short text's encode and a 32-token decode from it, in
+fp32, bf16 and int8: the small batches where a per-call cost (bf16's weight upcast) shows.
+
 ``bench_token_budget`` (its own group): this library in fp32 on 64 texts of 5-400 tokens,
 ``batch_size=32`` by count alone (``COUNT_ONLY``) against token budgets (``max_batch_tokens``; None:
 the default, 2,048 on a CPU) and a smaller fixed batch;
@@ -167,6 +170,27 @@ def bench_ours(benchmark, setup, precision, max_batch_tokens):
     cos = torch.nn.functional.cosine_similarity(emb.double(), reference.double(), dim=-1)
     benchmark.extra_info.update(min_cosine_vs_fp32=float(cos.min()), mean_cosine_vs_fp32=float(cos.mean()),
                                 llm_weight_mib=round(weight_mib(model.llm), 1))  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("work", ["encode 1 text", "decode 1 x 32 tokens"])
+def bench_small_batches(benchmark, setup, precision, work):
+    """What a server's single requests and ``decode`` run: one short text, or 32 greedy tokens from
+    one text's recon states. bf16 on this CPU upcasts each linear's bf16 weights per call, a cost a
+    small batch does not amortise."""
+    root, texts, _ = setup
+    options = {"bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}.get(precision, {})
+    model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu", **options)
+    text = min(texts, key=len)
+    if work == "encode 1 text":
+        fn = lambda: model.encode([text])  # noqa: E731
+    else:
+        _, recon = model.encode([text], get_recon_hidden_states=True)
+        fn = lambda: model.decode(recon, max_new_tokens=32)  # noqa: E731
+    fn()  # warm-up
+    benchmark.group = f"{work}, SmolLM2-135M shape, CPU, 1 thread"
+    benchmark.extra_info.update(provider=f"llm2vec_gen {precision}", baseline=precision == "fp32")
+    benchmark.pedantic(fn, rounds=5 if work.startswith("encode") else 3)
 
 
 @pytest.mark.parametrize(

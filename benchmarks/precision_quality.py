@@ -8,9 +8,11 @@ without smoothing or with one activation scale per tensor, int8 weights with fp3
 Texts: the bundled retrieval set (queries and passages with the paper's instructions) and the 50 Lee
 documents (STS instruction). One JSON object: per variant the encode seconds of all texts (one
 thread, batches of 16, in this run) and the ratio to fp32, the worst and mean per-row cosine to fp32
-over every text, the same after subtracting the fp32 embeddings' mean over the texts ("centred":
+over every text, the same after subtracting the mean of the fp32 unit embeddings ("centred":
 what is left of each text's own direction, which a large shared component otherwise hides),
-nDCG@10 / recall@10 and same-top-1 share on the retrieval set, and Spearman on the Lee pairs.
+nDCG@10 / recall@10 and same-top-1 share on the retrieval set, and Spearman on the Lee pairs;
+with ``--geometry`` also the error of the raw embeddings and recon states next to the norm of their
+fp32 mean and their spread across the texts (``error_vs_spread``).
 ``transformers, bf16 vs fp32`` compares plain transformers' own bf16 and fp32 LLM on the same texts
 (last hidden states mean-pooled and at the last token; no special tokens, no heads).
 
@@ -57,6 +59,18 @@ def _int8_weights_only(model: LLM2VecGenModel) -> None:
         if type(module) is nn.Linear:
             scale = module.weight.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
             module.weight.copy_((module.weight / scale).round().clamp(-127, 127) * scale)
+
+
+@torch.no_grad()
+def _int8_weights_grouped(model: LLM2VecGenModel, group: int = 32) -> None:
+    """As ``_int8_weights_only`` with one scale per ``group`` input channels of each output channel
+    (finer than torch's int8 kernels offer): does finer weight rounding reach fp32's quality?"""
+    for module in model.llm.base_model.modules():
+        if type(module) is nn.Linear:
+            rows, cols = module.weight.shape
+            w = module.weight.reshape(rows, cols // group, group)
+            scale = w.abs().amax(-1, keepdim=True).clamp(min=1e-12) / 127
+            module.weight.copy_(((w / scale).round().clamp(-127, 127) * scale).reshape(rows, cols))
 
 
 def _smooth(alpha: float) -> Callable[[LLM2VecGenModel], None]:
@@ -135,13 +149,14 @@ VARIANTS: dict[str, Callable[[LLM2VecGenModel], None]] = {
     "int8 per-tensor, SmoothQuant a=0.65": _chain(_smooth(0.65), _per_tensor_int8),
     "int8 per-tensor, no smoothing (before #16's fix)": _per_tensor_int8,
     "int8 weights only, fp32 activations": _int8_weights_only,
+    "int8 weights only, a scale per 32 input channels, fp32 activations": _int8_weights_grouped,
     **SENSITIVITY,
 }
 
 
 def encode_all(model: LLM2VecGenModel) -> tuple[np.ndarray, dict, float, float]:
-    """(embeddings of queries, passages and Lee documents [N, D], retrieval metrics, Lee Spearman,
-    seconds) of one model."""
+    """(unit embeddings of queries, passages and Lee documents [N, D] fp64, retrieval metrics, Lee
+    Spearman, seconds) of one model."""
     outputs = []
 
     class Recorder:
@@ -156,7 +171,38 @@ def encode_all(model: LLM2VecGenModel) -> tuple[np.ndarray, dict, float, float]:
     retrieval = evaluate_retrieval(recorder, sample_retrieval_set(), batch_size=16)
     rho = lee_spearman(lee)
     seconds = time.perf_counter() - start
-    return np.concatenate([np.asarray(o, dtype=np.float64) for o in outputs]), retrieval, rho, seconds
+    emb = np.concatenate([np.asarray(o, dtype=np.float64) for o in outputs])  # retrieval rows come unit
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True), retrieval, rho, seconds
+
+
+def geometry_texts() -> list[str]:
+    """The same 90 texts, with their instructions, as one list."""
+    from llm2vec_gen.integrations.instructions import PASSAGE_INSTRUCTION, QUERY_INSTRUCTION
+
+    queries, corpus, _ = sample_retrieval_set()
+    return (
+        [QUERY_INSTRUCTION + t for t in queries.values()]
+        + [PASSAGE_INSTRUCTION + t for t in corpus.values()]
+        + [STS_INSTRUCTION + t for t in lee_documents()]
+    )
+
+
+def geometry(model: LLM2VecGenModel) -> dict[str, np.ndarray]:
+    """Raw embeddings [90, D] and flattened recon states [90, N * H] (fp64) of ``geometry_texts``."""
+    emb, recon = model.encode(geometry_texts(), batch_size=16, get_recon_hidden_states=True)
+    return {"embedding": emb.double().numpy(), "recon": recon.double().reshape(len(emb), -1).numpy()}
+
+
+def error_vs_spread(states: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How big a variant's error is next to what the texts share and what tells them apart: the norm
+    of the fp32 mean over texts, the rms spread of the texts around it, the rms error, the worst row
+    cosine (states [n, d], reference fp32 [n, d])."""
+    mean = reference.mean(0)
+    cos = (states * reference).sum(1) / np.linalg.norm(states, axis=1) / np.linalg.norm(reference, axis=1)
+    return {"mean_norm": float(np.linalg.norm(mean)),
+            "rms_spread": float(np.sqrt(((reference - mean) ** 2).sum(1).mean())),
+            "rms_error": float(np.sqrt(((states - reference) ** 2).sum(1).mean())),
+            "min_cosine": float(cos.min())}  # fmt: skip
 
 
 @torch.no_grad()
@@ -192,6 +238,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         default=[v for v in VARIANTS if v not in SENSITIVITY])  # fmt: skip
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--geometry", action="store_true",
+                        help="also each variant's error next to the fp32 mean and spread of the embeddings "
+                             "and recon states (one more encode of the 90 texts per variant)")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     warnings.filterwarnings("ignore", message=".*(emulated|qint8|quantize_per).*")
@@ -209,7 +258,7 @@ def main() -> None:
             args.checkpoint,
         )
     summary: dict = {"model": source, "threads": torch.get_num_threads(), "variants": {}}
-    reference = None
+    reference = reference_states = None
     for name in ["fp32", *[v for v in args.variants if v != "fp32"]]:
         model = copy.deepcopy(base)
         VARIANTS[name](model)
@@ -218,8 +267,7 @@ def main() -> None:
         if reference is None:
             reference = emb, seconds
         entry = {"seconds": round(seconds, 2), "speed_vs_fp32": round(reference[1] / seconds, 3)}
-        unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-        ref = reference[0] / np.linalg.norm(reference[0], axis=1, keepdims=True)
+        unit, ref = emb, reference[0]
         cos = (unit * ref).sum(1)
         centre = reference[0].mean(0)
         centred = [
@@ -232,6 +280,11 @@ def main() -> None:
                      mean_cosine_centred=float(cos_centred.mean()),
                      same_top1_share=float((top1[0] == top1[1]).mean()), ndcg10=retrieval["ndcg@10"],
                      recall10=retrieval["recall@10"], lee_spearman=rho)  # fmt: skip
+        if args.geometry:
+            states = geometry(model)
+            if name == "fp32":
+                reference_states = states
+            entry["geometry"] = {k: error_vs_spread(v, reference_states[k]) for k, v in states.items()}
         summary["variants"][name] = entry
         print(name, json.dumps(entry), flush=True)
     if not args.skip_transformers:

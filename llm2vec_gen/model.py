@@ -143,7 +143,9 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         causal LM, which is copied, never changed) overrides it. dtype: ``"auto"`` follows
         run_config's torch_dtype (bf16 for the released models) as the reference; None (default)
         is that on CUDA and fp32 on the CPU. device: CUDA when available. The heads, the K rows and
-        pooling stay fp32 whatever the LLM's dtype. ``quantize="int8"`` (CPU, fp32): the LLM's backbone
+        pooling stay fp32 whatever the LLM's dtype. bf16 on a CPU without avx512_bf16/AMX keeps the
+        backbone's linear weights in bf16 and multiplies them in fp32 (``precision.bf16_weights``:
+        emulated bf16 would be ~8x slower). ``quantize="int8"`` (CPU, fp32): the LLM's backbone
         linear layers become dynamic int8 for inference, after SmoothQuant calibrated on 16 built-in
         texts (``llm2vec_gen.precision``).
         """

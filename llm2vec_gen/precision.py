@@ -16,11 +16,11 @@ them so); only the frozen LLM changes:
   ``calibration_texts()`` (16 fixed texts, one at a time: deterministic, about a second on a 135M
   model). The LM head (used only by ``decode``; tied to the input table in some models) and the
   embedding table stay as they are. Inference only: the quantized layers have no gradient. Rounding
-  the weights to int8 per output channel is itself too coarse for small LLMs: on the trained
-  SmolLM2-135M-Instruct model the weights alone (fp32 activations) give a worst row cosine of
-  0.975-0.982 to fp32 and the full int8 model 0.79-0.93 (mean 0.95-0.96; one scale per tensor
-  without smoothing gave 0.07-0.15 / 0.42-0.55), depending on the trained parts; loading warns
-  (benchmarks/RESULTS.md, "CPU limits").
+  the weights to int8 per output channel is itself too coarse for some small LLMs: of two trained
+  SmolLM2-135M-Instruct students, int8 keeps the self-taught one at a worst row cosine of 0.998 to
+  fp32 and the MiniLM-taught one at 0.863, where the weights alone (fp32 activations) already give
+  0.962; that head reads a per-text signal that is small next to what all texts share, and int8's
+  error is not. Loading warns (benchmarks/RESULTS.md, "CPU limits").
 
 torch 2.13 deprecates the quantized dtypes this kernel's packed weights use (pytorch#184982; the
 warning is silenced here) and names torchao as the way forward, but torchao's
@@ -73,9 +73,9 @@ def check_precision(dtype: torch.dtype, quantize: str | None, device: torch.devi
                 f"(or no dtype), not {dtype}"
             )
         warnings.warn(
-            "quantize='int8' rounds weights to int8 per output channel: small LLMs lose embedding "
-            "quality (SmolLM2-135M-Instruct: worst row cosine 0.79-0.93 to fp32); compare with fp32 "
-            "on your data first",
+            "quantize='int8' rounds weights to int8 per output channel: small LLMs can lose embedding "
+            "quality (two SmolLM2-135M students: worst row cosine 0.998 and 0.863 to fp32); compare "
+            "with fp32 on your data first",
             stacklevel=3,
         )
 
@@ -163,6 +163,16 @@ def bf16_weights(llm: nn.Module) -> None:
         for name, buf in module.named_buffers(recurse=False):
             if buf is not None and buf.is_floating_point():
                 setattr(module, name, buf.float())
+
+
+def describe(llm: nn.Module) -> str:
+    """The LLM's precision as results and resumable runs record it: ``str`` of its dtype (e.g.
+    "torch.float32"), plus ", int8 linears" after ``quantize_int8`` or ", bf16 linear weights" after
+    ``bf16_weights`` (both leave the dtype float32)."""
+    kinds = {type(m) for m in llm.modules()}
+    suffix = ", int8 linears" if PerTokenInt8Linear in kinds else ""
+    suffix += ", bf16 linear weights" if Bf16WeightLinear in kinds else ""
+    return f"{llm.dtype}{suffix}"
 
 
 def prepare(model: nn.Module, dtype: torch.dtype, quantize: str | None) -> None:

@@ -2,12 +2,12 @@
 else shares its batch (``llm2vec_gen.invariant``).
 
 Tiny random Qwen3 and Llama models (hidden 64, 2 layers, GQA), K=3 so that short texts give rows of
-fewer than 8 tokens, in fp32, bf16 and int8 (``precision.quantize_int8``: one activation scale per
-token), with 1 and 2 torch threads: each text encoded alone equals its
-row encoded with a prime number of texts of 1..~150 tokens, for several batch sizes and token budgets,
-in any order (``torch.equal``). Then the pieces: the GEMM rounding that ``row_padded`` and ``aligned``
-work around (measured, not assumed), the row attention against transformers' SDPA path, a sliding
-window, and bad masks.
+fewer than 8 tokens, in fp32, bf16, bf16 weights with fp32 arithmetic (``precision.bf16_weights``)
+and int8 (``precision.quantize_int8``: one activation scale per token), with 1 and 2 torch
+threads: each text encoded alone equals its row encoded with a prime number of texts of 1..~150
+tokens, for several batch sizes and token budgets, in any order (``torch.equal``). Then the pieces:
+the GEMM rounding that ``row_padded`` and ``aligned`` work around (measured, not assumed), the row
+attention against transformers' SDPA path, a sliding window, and bad masks.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ TEXTS = ["a", "hi", "What is RoPE?"] + [
 ]  # 13 texts, 1 .. ~150 tokens
 
 
-def build(arch: str, dtype: torch.dtype, quantize: bool = False) -> LLM2VecGenModel:
+def build(arch: str, dtype: torch.dtype, mode: str | None = None) -> LLM2VecGenModel:
     make = tiny_qwen3 if arch == "qwen3" else tiny_llama
     llm = make(QWEN_VOCAB_SIZE, hidden_size=HIDDEN, num_layers=2, num_heads=4, num_kv_heads=2, seed=1)
     model = LLM2VecGenModel.from_base(llm, qwen_tokenizer(), K, teacher_dim=DIM, device="cpu", seed=2)
@@ -40,8 +40,10 @@ def build(arch: str, dtype: torch.dtype, quantize: bool = False) -> LLM2VecGenMo
         model.recon_head.bias.normal_(0, 0.1)
         model.align_head.bias.normal_(0, 0.1)
     model.llm.to(dtype)
-    if quantize:  # what from_pretrained(quantize="int8") does to the backbone
+    if mode == "int8":  # what from_pretrained(quantize="int8") does to the backbone
         precision.quantize_int8(model.llm.base_model)
+    if mode == "bf16 weights":  # from_pretrained(dtype=torch.bfloat16) on a CPU without bf16 hardware
+        precision.bf16_weights(model.llm)
     return model
 
 
@@ -50,10 +52,10 @@ def arch(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="module", params=["fp32", "bf16", "int8"])
+@pytest.fixture(scope="module", params=["fp32", "bf16", "bf16 weights", "int8"])
 def model(request, arch) -> LLM2VecGenModel:
-    dtype = torch.bfloat16 if request.param == "bf16" else torch.float32
-    return build(arch, dtype, quantize=request.param == "int8")
+    dtype = torch.bfloat16 if request.param.startswith("bf16") else torch.float32
+    return build(arch, dtype, request.param)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

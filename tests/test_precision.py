@@ -19,6 +19,7 @@ from llm2vec_gen.precision import (
     PerTokenInt8Linear,
     calibration_texts,
     check_precision,
+    describe,
     quantize_int8,
 )
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer, tiny_llama
@@ -60,7 +61,7 @@ def test_bf16_where_the_cpu_multiplies_bf16(checkpoint, fp32_embeddings, monkeyp
     emulated, so the numbers are those hardware's); heads, rows and output stay fp32."""
     monkeypatch.setattr("llm2vec_gen.precision.cpu_has_native_bf16", lambda: True)
     model = LLM2VecGenModel.from_pretrained(checkpoint, device="cpu", dtype=torch.bfloat16)
-    assert model.llm.dtype == torch.bfloat16
+    assert model.llm.dtype == torch.bfloat16 and describe(model.llm) == "torch.bfloat16"
     assert not any(isinstance(m, Bf16WeightLinear) for m in model.llm.modules())
     for param in (model.special_rows, model.recon_head.weight, model.align_head.bias):
         assert param.dtype == torch.float32
@@ -79,6 +80,7 @@ def test_bf16_weights_fp32_arithmetic_elsewhere(checkpoint, fp32_embeddings, mon
     linears = [m for m in model.llm.base_model.modules() if isinstance(m, Bf16WeightLinear)]
     assert len(linears) == 3 * 7 and not any(type(m) is nn.Linear for m in model.llm.base_model.modules())
     assert all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert describe(model.llm) == "torch.float32, bf16 linear weights"  # what the CLI records
     rest = [
         p for m in model.llm.modules() if not isinstance(m, Bf16WeightLinear) for p in m.parameters(False)
     ]
@@ -110,6 +112,7 @@ def test_int8_backbone_linears(checkpoint, fp32_embeddings):
     backbone = list(model.llm.base_model.modules())
     assert not any(type(m) is nn.Linear for m in backbone)
     assert sum(type(m) is PerTokenInt8Linear for m in backbone) == 3 * 7  # q k v o gate up down
+    assert describe(model.llm) == "torch.float32, int8 linears"
     assert type(model.llm.get_output_embeddings()) is nn.Linear  # decode's LM head untouched
     assert model.recon_head.weight.dtype == torch.float32
     emb = model.encode(TEXTS, batch_size=2, convert_to_tensor=True)

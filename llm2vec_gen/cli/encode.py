@@ -103,9 +103,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
             return 0
         done, where = f"{rows} texts", f"{info.world_size} ranks"
     else:
+        from llm2vec_gen.precision import describe
+
         model = _load_model(args)
         encode, options = _encoder(model, args, recon=bool(args.save_recon))
-        settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "dtype": str(model.llm.dtype)}
+        settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "dtype": describe(model.llm)}
         recon_shape = (model.num_encode_tokens, model.special_rows.shape[1])
         result = encode_file(
             encode, args.input, args.output, dim=model.embedding_dim, chunk_rows=args.chunk_rows,
@@ -175,6 +177,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import statistics
 
     from llm2vec_gen.batching import padded_tokens, token_batches
+    from llm2vec_gen.precision import describe
 
     check_model_source(args.checkpoint, "checkpoint", checkpoint_dir)
     if args.input:
@@ -199,7 +202,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         model.encode(texts, **kwargs)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    result = {"device": str(model.device), "dtype": str(model.llm.dtype), "num_texts": len(texts)}
+    result = {"device": str(model.device), "dtype": describe(model.llm), "num_texts": len(texts)}
     result.update(tokens=tokens, padded_tokens=padded, padding_waste=round(1 - tokens / padded, 4))
     result.update(batch_size=args.batch_size, max_batch_tokens=budget)
     result.update(encode_median_s=median, texts_per_s=len(texts) / median)
