@@ -3,6 +3,7 @@ be served, and ``python -m llm2vec_gen.serve`` taking the same options."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
         ([str(tmp_path)], "not a complete LLM2Vec-Gen checkpoint"),
         ([str(tmp_path), "--max-padding", "1.5"], "must be in [0, 1]"),
         ([str(tmp_path), "--max-batch-tokens", "0"], "must be >= 1"),
+        ([str(tmp_path), "--quantize", "int4"], "invalid choice: 'int4'"),
     ):
         done = serve(*argv)
         assert done.returncode == 2, done.stderr
@@ -34,6 +36,21 @@ def test_a_model_that_cannot_be_served_exits_1(ckpt):
     done = serve(str(ckpt), "--max-input-length", "10")
     assert done.returncode == 1, done.stderr[-2000:]
     assert "max_input_length=10 must exceed K=10" in done.stderr
+
+
+def test_quantize_and_dtype_reach_the_model(ckpt):
+    """``--quantize int8`` and ``--dtype`` are from_pretrained's: the server loads what encode does."""
+    from llm2vec_gen.precision import describe
+    from llm2vec_gen.serve.app import load_model
+    from llm2vec_gen.serve.command import add_arguments
+    from llm2vec_gen.serve.config import ServeConfig
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([str(ckpt), "--device", "cpu", "--quantize", "int8"])
+    assert (args.quantize, args.dtype) == ("int8", None)
+    model = load_model(ServeConfig(str(ckpt), device="cpu", quantize=args.quantize))
+    assert describe(model.llm) == "torch.float32, int8 linears"
 
 
 def test_module_entry_point_help():

@@ -81,3 +81,9 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--dtype``, as every command that loads a model takes them."""
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="default: bf16 on CUDA, fp32 on CPU")
+
+
+def add_quantize_arg(parser: argparse.ArgumentParser) -> None:
+    """``--quantize``, as every inference command (encode, eval, bench, serve) takes it."""
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="CPU: the LLM's linear layers in dynamic int8 (inference only)")  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 from llm2vec_gen.cli.common import (
     UsageError,
     add_device_args,
+    add_quantize_arg,
     check_model_source,
     checkpoint_dir,
     positive_int,
@@ -221,8 +222,7 @@ def _add_model_args(p: argparse.ArgumentParser, texts: bool = True) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--max-length", type=positive_int, default=512, help="max tokens per text (default 512)")
     add_device_args(p)
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="CPU: the LLM's linear layers in dynamic int8 (inference only)")  # fmt: skip
+    add_quantize_arg(p)
     if texts:
         p.add_argument("--text-field", default="text", help="text field of a record file")
         p.add_argument("--id-field", default="id", help="id field (absent: record numbers)")

@@ -46,10 +46,13 @@ _CLIENT_GONE = 499
 
 
 def load_model(config: ServeConfig):
-    """The ``LLM2VecGenModel`` of ``config.checkpoint`` on its device and dtype, in eval mode."""
+    """``config.checkpoint``'s ``LLM2VecGenModel`` as configured (device, dtype, quantize), in eval mode."""
     from llm2vec_gen.model import LLM2VecGenModel
 
-    return LLM2VecGenModel.from_pretrained(config.checkpoint, device=config.device, dtype=config.dtype).eval()
+    model = LLM2VecGenModel.from_pretrained(
+        config.checkpoint, device=config.device, dtype=config.dtype, quantize=config.quantize
+    )
+    return model.eval()
 
 
 def _json(content: object) -> Response:

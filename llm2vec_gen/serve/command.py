@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from llm2vec_gen.cli.common import (
     add_device_args,
+    add_quantize_arg,
     check_model_source,
     checkpoint_dir,
     positive_int,
@@ -56,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8080, help="default 8080")
     add_device_args(p)
+    add_quantize_arg(p)
     p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),

@@ -23,6 +23,7 @@ class ServeConfig:
     served_model_name: str | None = None
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None
     api_key: str | None = None
     default_prompt_name: str | None = None
     max_input_length: int = 512
