@@ -51,26 +51,21 @@ def _per_tensor_int8(model: LLM2VecGenModel) -> None:
                 setattr(parent, name, DynamicInt8Linear.from_float(child))
 
 
-@torch.no_grad()
-def _int8_weights_only(model: LLM2VecGenModel) -> None:
-    """Round every backbone linear's weight to int8 per output channel (symmetric, absmax / 127, as
-    the int8 kernel's weights) and keep fp32 arithmetic: the error of the weights alone."""
-    for module in model.llm.base_model.modules():
-        if type(module) is nn.Linear:
-            scale = module.weight.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
-            module.weight.copy_((module.weight / scale).round().clamp(-127, 127) * scale)
+def _int8_weights(group: int | None = None) -> Callable[[LLM2VecGenModel], None]:
+    """Round every backbone linear's weight to int8 (symmetric, absmax / 127) with one scale per
+    output channel (group None, as the int8 kernel's weights) or per ``group`` input channels of it
+    (finer than torch's int8 kernels offer), and keep fp32 arithmetic: the error of the weights alone."""
 
+    @torch.no_grad()
+    def apply(model: LLM2VecGenModel) -> None:
+        for module in model.llm.base_model.modules():
+            if type(module) is nn.Linear:
+                rows, cols = module.weight.shape
+                w = module.weight.reshape(rows, cols // (group or cols), group or cols)
+                scale = w.abs().amax(-1, keepdim=True).clamp(min=1e-12) / 127
+                module.weight.copy_(((w / scale).round().clamp(-127, 127) * scale).reshape(rows, cols))
 
-@torch.no_grad()
-def _int8_weights_grouped(model: LLM2VecGenModel, group: int = 32) -> None:
-    """As ``_int8_weights_only`` with one scale per ``group`` input channels of each output channel
-    (finer than torch's int8 kernels offer): does finer weight rounding reach fp32's quality?"""
-    for module in model.llm.base_model.modules():
-        if type(module) is nn.Linear:
-            rows, cols = module.weight.shape
-            w = module.weight.reshape(rows, cols // group, group)
-            scale = w.abs().amax(-1, keepdim=True).clamp(min=1e-12) / 127
-            module.weight.copy_(((w / scale).round().clamp(-127, 127) * scale).reshape(rows, cols))
+    return apply
 
 
 def _smooth(alpha: float) -> Callable[[LLM2VecGenModel], None]:
@@ -148,8 +143,8 @@ VARIANTS: dict[str, Callable[[LLM2VecGenModel], None]] = {
     "int8 per-token, no smoothing": lambda m: precision.quantize_int8(m.llm.base_model),
     "int8 per-tensor, SmoothQuant a=0.65": _chain(_smooth(0.65), _per_tensor_int8),
     "int8 per-tensor, no smoothing (before #16's fix)": _per_tensor_int8,
-    "int8 weights only, fp32 activations": _int8_weights_only,
-    "int8 weights only, a scale per 32 input channels, fp32 activations": _int8_weights_grouped,
+    "int8 weights only, fp32 activations": _int8_weights(),
+    "int8 weights only, a scale per 32 input channels, fp32 activations": _int8_weights(32),
     **SENSITIVITY,
 }
 

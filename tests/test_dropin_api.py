@@ -16,6 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from llm2vec_gen import checkpoint as ckpt
 from llm2vec_gen.model import LLM2VecGenModel
+from llm2vec_gen.precision import cpu_has_native_bf16, describe
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer, tiny_checkpoint, tiny_qwen3
 
 TEXTS = ["where do polar bears live?", "", "a b c " * 10]
@@ -48,7 +49,9 @@ def test_from_pretrained_kwargs(released, loaded):
     with pytest.raises(TypeError, match="disagree"):
         LLM2VecGenModel.from_pretrained(released, dtype="float32", torch_dtype="bfloat16")
     auto = LLM2VecGenModel.from_pretrained(released, dtype="auto", local_files_only=True, revision=None)
-    assert auto.llm.dtype == torch.bfloat16  # run_config's torch_dtype, as the reference
+    # run_config's torch_dtype, as the reference; on a CPU without bf16 hardware as bf16 weights
+    bf16 = "torch.bfloat16" if cpu_has_native_bf16() else "torch.float32, bf16 linear weights"
+    assert describe(auto.llm) == bf16
     assert loaded.llm.dtype == torch.float32  # the CPU default
     assert LLM2VecGenModel.from_pretrained(released, torch_dtype=torch.float16).llm.dtype == torch.float16
     emb = auto.encode(TEXTS)

@@ -52,6 +52,14 @@ def _batch_tokens(args: argparse.Namespace, model) -> int:
     return args.max_batch_tokens or default_batch_tokens(model.device)
 
 
+def _settings(args: argparse.Namespace, model, options: dict) -> dict:
+    """What a resumed run (or a reused shard directory) must match: the checkpoint, the model's
+    precision (``precision.describe``) and the encode options."""
+    from llm2vec_gen.precision import describe
+
+    return {"checkpoint": str(Path(args.checkpoint).resolve()), "dtype": describe(model.llm), **options}
+
+
 def _encoder(model, args: argparse.Namespace, recon: bool):
     """``texts -> fp32 numpy [n, D]`` (with ``recon``: and the recon states [n, K, H]) of ``model``
     under the command's options, and those options as settings a resumed run must match."""
@@ -96,24 +104,21 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         encode, options = _encoder(model, args, recon=False)
         rows = distributed.encode_file_distributed(
             encode, args.input, args.shard_dir or f"{args.output}.shards", args.output,
-            dim=model.embedding_dim, chunk_rows=args.chunk_rows, progress=args.progress, settings=options,
-            **read,
+            dim=model.embedding_dim, chunk_rows=args.chunk_rows, progress=args.progress,
+            settings=_settings(args, model, options), **read,
         )  # fmt: skip
         distributed.teardown()
         if info.rank != 0:
             return 0
         done, where = f"{rows} texts", f"{info.world_size} ranks"
     else:
-        from llm2vec_gen.precision import describe
-
         model = _load_model(args)
         encode, options = _encoder(model, args, recon=bool(args.save_recon))
-        settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "dtype": describe(model.llm)}
         recon_shape = (model.num_encode_tokens, model.special_rows.shape[1])
         result = encode_file(
             encode, args.input, args.output, dim=model.embedding_dim, chunk_rows=args.chunk_rows,
             resume=args.resume, recon_output=args.save_recon, recon_shape=recon_shape,
-            settings={**settings, **options}, progress=args.progress, **read,
+            settings=_settings(args, model, options), progress=args.progress, **read,
         )  # fmt: skip
         resumed = f", {result.resumed_rows} resumed" if result.resumed_rows else ""
         done, where = f"{result.rows} texts in {result.chunks} chunks{resumed}", str(model.device)
