@@ -188,6 +188,8 @@ def test_lora_encoder_on_the_encoder_path_only(released, loaded, tmp_path):
     plain_llm = sum(p.numel() for p in loaded.llm.parameters())
     assert sum(p.numel() for p in model.llm.parameters()) == plain_llm  # LoRA A/B are buffers
     assert model.decode(recon, max_new_tokens=4) == loaded.decode(recon, max_new_tokens=4)
+    bf16 = LLM2VecGenModel.from_pretrained(path, device="cpu", dtype=torch.bfloat16)  # LoRA in bf16 mode
+    assert torch.nn.functional.cosine_similarity(bf16.encode(TEXTS), emb, dim=-1).min() > 0.999
     with torch.no_grad():  # outside the encoder path the LLM is the plain one
         ids = torch.tensor([[1, 2, 3]])
         torch.testing.assert_close(model.llm(ids).logits, loaded.llm(ids).logits)
