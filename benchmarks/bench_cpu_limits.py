@@ -14,8 +14,10 @@
     pytest benchmarks/bench_cpu_limits.py --benchmark-only --benchmark-json=/tmp/limits.json
     python benchmarks/bench_cpu_limits.py --profile smollm2 fp32   # where the time goes (torch.profiler)
 
-bf16 encode runs only on the SmolLM2 shape: without avx512_bf16/AMX this CPU's bf16 GEMM rate (part 1)
-makes a Qwen3-0.6B bf16 pass take minutes.
+bf16 here is the LLM in bf16 with bf16 GEMMs, what CUDA and avx512_bf16/AMX CPUs run (on a CPU
+without them ``from_pretrained(dtype=torch.bfloat16)`` multiplies bf16 weights in fp32 instead:
+bench_cpu_encode.py measures that mode). It runs only on the SmolLM2 shape: without avx512_bf16/AMX
+this CPU's bf16 GEMM rate (part 1) makes a Qwen3-0.6B bf16 pass take minutes.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def with_precision(model: LLM2VecGenModel, precision: str) -> LLM2VecGenModel:
     """A copy of an fp32 ``model`` whose LLM runs in ``precision`` (heads and pooling stay fp32)."""
     out = copy.deepcopy(model)
     if precision == "bf16":
-        out.llm.to(torch.bfloat16)
+        out.llm.to(torch.bfloat16)  # the bf16 LLM of bf16 hardware, not this CPU's bf16-weights mode
     elif precision == "int8":
         smooth_and_quantize_int8(out)  # what from_pretrained(quantize="int8") does
     return out
