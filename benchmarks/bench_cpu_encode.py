@@ -43,7 +43,7 @@ from bench_cpu_limits import SHAPES, random_llm
 from bench_reference import DRIVER, REFENV_PYTHON, _Reference
 from transformers import AutoModel
 
-from llm2vec_gen.batching import default_batch_tokens, padded_tokens, token_batches
+from llm2vec_gen.batching import batch_token_budget, padded_tokens, token_batches
 from llm2vec_gen.model import LLM2VecGenModel
 from llm2vec_gen.tiny import QWEN_VOCAB_SIZE, qwen_tokenizer
 
@@ -144,6 +144,12 @@ def bench_reference_package(benchmark, setup):
         reference.close()
 
 
+def load_ours(root, precision: str) -> LLM2VecGenModel:
+    """The benchmark checkpoint as ``from_pretrained`` loads it in ``precision`` (fp32, bf16, int8)."""
+    options = {"bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}.get(precision, {})
+    return LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu", **options)
+
+
 def weight_mib(module: torch.nn.Module) -> float:
     """MiB of ``module``'s state (parameters and buffers; int8 linears' packed weights included)."""
     tensors = [t for v in module.state_dict().values() for t in (v if isinstance(v, tuple) else (v,))]
@@ -156,8 +162,7 @@ def weight_mib(module: torch.nn.Module) -> float:
 )
 def bench_ours(benchmark, setup, precision, max_batch_tokens):
     root, texts, tokens = setup
-    options = {"bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}.get(precision, {})
-    model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu", **options)
+    model = load_ours(root, precision)
     provider = f"llm2vec_gen {precision}" + (
         f", max_batch_tokens={max_batch_tokens}" if max_batch_tokens else ""
     )
@@ -179,8 +184,7 @@ def bench_small_batches(benchmark, setup, precision, work):
     one text's recon states. bf16 on this CPU upcasts each linear's bf16 weights per call, a cost a
     small batch does not amortise."""
     root, texts, _ = setup
-    options = {"bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}.get(precision, {})
-    model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu", **options)
+    model = load_ours(root, precision)
     text = min(texts, key=len)
     if work == "encode 1 text":
         fn = lambda: model.encode([text])  # noqa: E731
@@ -202,7 +206,7 @@ def bench_token_budget(benchmark, setup, batch_size, max_batch_tokens):
     texts = corpus_texts(64, seed=1)
     model = LLM2VecGenModel.from_pretrained(root / "ckpt", device="cpu")
     lengths = [len(row) for row in model.tokenize(texts, max_length=MAX_LENGTH)]
-    batches = token_batches(lengths, batch_size, max_batch_tokens or default_batch_tokens(model.device))
+    batches = token_batches(lengths, batch_size, batch_token_budget(model.device, max_batch_tokens))
     tokens = sum(len(ids) for ids in qwen_tokenizer()(texts)["input_ids"])
 
     def encode() -> torch.Tensor:

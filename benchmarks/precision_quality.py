@@ -44,11 +44,12 @@ from llm2vec_gen.model import LLM2VecGenModel
 
 def _per_tensor_int8(model: LLM2VecGenModel) -> None:
     """torch's dynamic int8 linear as is (one activation scale per tensor): what shipped before."""
-    for parent in list(model.llm.base_model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                child.qconfig = per_channel_dynamic_qconfig
-                setattr(parent, name, DynamicInt8Linear.from_float(child))
+
+    def per_tensor(linear: nn.Linear) -> nn.Module:
+        linear.qconfig = per_channel_dynamic_qconfig
+        return DynamicInt8Linear.from_float(linear)
+
+    precision.replace_linears(model.llm.base_model, per_tensor)
 
 
 def _int8_weights(group: int | None = None) -> Callable[[LLM2VecGenModel], None]:

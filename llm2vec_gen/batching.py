@@ -59,6 +59,12 @@ def default_batch_tokens(device: torch.device) -> int:
     return 16_384 if device.type == "cuda" else 2_048
 
 
+def batch_token_budget(device: torch.device, max_batch_tokens: int | None = None) -> int:
+    """The padded-token budget of a forward pass: ``max_batch_tokens`` when given, else
+    ``default_batch_tokens(device)`` (what encode, the CLI and the server all use)."""
+    return default_batch_tokens(device) if max_batch_tokens is None else max_batch_tokens
+
+
 def token_batches(
     lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None
 ) -> list[list[int]]:

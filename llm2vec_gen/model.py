@@ -36,7 +36,7 @@ from llm2vec_gen import checkpoint as ckpt
 from llm2vec_gen import fresh, invariant, loading, precision
 from llm2vec_gen.bases import resolve_base
 from llm2vec_gen.batching import (
-    default_batch_tokens,
+    batch_token_budget,
     left_pad,
     pad_token_id,
     positions,
@@ -389,8 +389,7 @@ class LLM2VecGenModel(GenerateMixin, nn.Module):
         row must be non-empty, its ids in [0, len(tokenizer)).
         """
         check_positive("batch_size", batch_size)
-        if max_batch_tokens is None:
-            max_batch_tokens = default_batch_tokens(self.device)
+        max_batch_tokens = batch_token_budget(self.device, max_batch_tokens)
         check_positive("max_batch_tokens", max_batch_tokens)
         rows = check_id_rows(ids, len(self.tokenizer))
         n, hidden = len(rows), self.special_rows.shape[1]

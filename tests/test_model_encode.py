@@ -78,7 +78,7 @@ def test_default_token_budget(model, monkeypatch):
     from llm2vec_gen import batching
 
     assert batching.default_batch_tokens(torch.device("cpu")) == 2048
-    monkeypatch.setattr("llm2vec_gen.model.default_batch_tokens", lambda device: 64)
+    monkeypatch.setattr("llm2vec_gen.batching.default_batch_tokens", lambda device: 64)
     forward, shapes = type(model).forward, []
 
     def recording(self, input_ids, attention_mask):

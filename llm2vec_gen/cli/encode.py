@@ -45,13 +45,6 @@ def _read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         return read_texts(args.input, text_field=args.text_field, id_field=args.id_field)
 
 
-def _batch_tokens(args: argparse.Namespace, model) -> int:
-    """``--max-batch-tokens``, else ``batching.default_batch_tokens`` of the model's device."""
-    from llm2vec_gen.batching import default_batch_tokens
-
-    return args.max_batch_tokens or default_batch_tokens(model.device)
-
-
 def _settings(args: argparse.Namespace, model, options: dict) -> dict:
     """What a resumed run (or a reused shard directory) must match: the checkpoint, the model's
     precision (``precision.describe``) and the encode options."""
@@ -63,10 +56,12 @@ def _settings(args: argparse.Namespace, model, options: dict) -> dict:
 def _encoder(model, args: argparse.Namespace, recon: bool):
     """``texts -> fp32 numpy [n, D]`` (with ``recon``: and the recon states [n, K, H]) of ``model``
     under the command's options, and those options as settings a resumed run must match."""
+    from llm2vec_gen.batching import batch_token_budget
+
     options = dict(
         max_length=args.max_length,
         batch_size=args.batch_size,
-        max_batch_tokens=_batch_tokens(args, model),
+        max_batch_tokens=batch_token_budget(model.device, args.max_batch_tokens),
         instruction=_instruction(args),
         normalize_embeddings=args.normalize,
     )
@@ -182,7 +177,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     the padding waste of its batches (padded_tokens: what the forward passes run)."""
     import statistics
 
-    from llm2vec_gen.batching import padded_tokens, token_batches
+    from llm2vec_gen.batching import batch_token_budget, padded_tokens, token_batches
     from llm2vec_gen.precision import describe
 
     check_model_source(args.checkpoint, "checkpoint", checkpoint_dir)
@@ -197,7 +192,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     instruction = _instruction(args)
     lengths = [len(r) for r in model.tokenize(texts, max_length=args.max_length, instruction=instruction)]
     tokens = sum(lengths)
-    budget = _batch_tokens(args, model)
+    budget = batch_token_budget(model.device, args.max_batch_tokens)
     padded = padded_tokens(lengths, token_batches(lengths, args.batch_size, budget))
     kwargs = dict(max_length=args.max_length, batch_size=args.batch_size, instruction=instruction)
     kwargs.update(max_batch_tokens=budget)

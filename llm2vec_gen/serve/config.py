@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llm2vec_gen.batching import default_batch_tokens
+from llm2vec_gen.batching import batch_token_budget
 from llm2vec_gen.integrations.instructions import PROMPTS
 
 if TYPE_CHECKING:
@@ -59,9 +59,7 @@ class ServeConfig:
 
     def batch_tokens(self, device: torch.device) -> int:
         """Padded tokens per forward pass: ``max_batch_tokens``, else ``batching.default_batch_tokens``."""
-        if self.max_batch_tokens is not None:
-            return self.max_batch_tokens
-        return default_batch_tokens(device)
+        return batch_token_budget(device, self.max_batch_tokens)
 
     @property
     def model_name(self) -> str:
